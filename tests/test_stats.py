@@ -38,8 +38,9 @@ def test_auroc_rejects_single_class_and_nan():
         auroc(torch.tensor([0.1, float("nan")]), torch.tensor([0, 1]))
 
 
-def test_bootstrap_matches_scipy_percentile_interval():
-    scores, labels = _data(n=300, shift=0.7, seed=3)
+@pytest.mark.parametrize("ties", [False, True])
+def test_bootstrap_matches_scipy_percentile_interval(ties):
+    scores, labels = _data(n=300, shift=0.7, seed=3, ties=ties)
     pos = scores[labels == 1].numpy()
     neg = scores[labels == 0].numpy()
 
