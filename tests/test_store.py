@@ -154,3 +154,9 @@ def test_writer_rejects_inconsistent_batches(tmp_path):
     with pytest.raises(ValueError, match="width"):
         writer.append({H0: torch.zeros(2, 1, 5)}, [0, 1], ["a", "b"])
     assert len(writer.close()) == 2
+
+
+def test_reads_are_copies(store, acts):
+    store[H0].add_(1.0)
+    store.site(H0, "last").zero_()
+    assert torch.equal(store[H0], acts[H0])
