@@ -3,6 +3,7 @@
 import json
 import shutil
 import sys
+import types
 
 import plotly.graph_objects as go
 import pytest
@@ -260,3 +261,25 @@ def test_patch_grid_reduces_position_by_head_results():
                                                                                   ("0", "1", "2")), hook="z", axes=axes)
     with pytest.raises(ValueError, match="same cells"):
         attribution_scatter(result, narrower)
+
+
+def test_markdown_links_png_figures_when_kaleido_works(example_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "kaleido", types.ModuleType("kaleido"))
+    monkeypatch.setattr(go.Figure, "to_image", lambda self, **kw: b"\x89PNG fake " + kw["format"].encode())
+    files = report(example_run).write(tmp_path / "out.html")
+    assert files.images_skipped is None
+    assert sorted(p.name for p in files.images) == ["behavior.png", "patching.png", "probe_mean_diff.png"]
+    assert files.images[0].read_bytes() == b"\x89PNG fake png"
+    assert "![behavior](summary_files/behavior.png)" in files.markdown.read_text()
+
+
+def test_markdown_notes_a_kaleido_without_browser(example_run, tmp_path, monkeypatch):
+    def no_browser(self, **kw):
+        raise RuntimeError("Kaleido requires Google Chrome to be installed.\nmore detail")
+
+    monkeypatch.setitem(sys.modules, "kaleido", types.ModuleType("kaleido"))
+    monkeypatch.setattr(go.Figure, "to_image", no_browser)
+    files = report(example_run).write(tmp_path / "out.html")
+    assert files.images == () and not (tmp_path / "summary_files" / "behavior.png").exists()
+    assert ("_Figures omitted: kaleido could not render figures (RuntimeError: Kaleido requires Google Chrome to be "
+            "installed.)") in files.markdown.read_text()

