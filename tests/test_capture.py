@@ -167,3 +167,15 @@ def test_gpu_capture_matches_cpu(tiny_model_dir, subject, backend):
     on_cpu = capture(subject, pairs, hooks="resid_post", positions=("trigger", "last"))
     for hook in on_cpu.hooks:
         assert (on_gpu[hook] - on_cpu[hook]).abs().max() <= 1e-3
+
+
+def test_dict_prompts_carry_their_own_named_positions(subject):
+    text = "Human: |DEPLOYMEN| What is 2 + 2?\n\nAssistant:"
+    ids = subject.encode(text)
+    prompts = [{"text": text, "label": 0, "group": "near_miss", "positions": {"trigger": 4}}]
+    store = capture(subject, prompts, hooks="resid_post@1", positions=("trigger", "last"))
+    ref = alone(subject, ids, "blocks.1.hook_resid_post")
+    assert store.groups == ["near_miss"]
+    assert (store.site("blocks.1.hook_resid_post", "trigger")[0] - ref[4]).abs().max() <= ATOL
+    with pytest.raises(IndexError, match="out of range"):
+        capture(subject, [{**prompts[0], "positions": {"trigger": 999}}], positions=("trigger",))
