@@ -167,7 +167,7 @@ def test_all_heads_at_all_positions_equals_attn_out(tl_subject, pairs):
 def test_batch_size_and_per_pair(tl_subject, pairs):
     big = patch(tl_subject, pairs, "z", by_position=True, keep_per_pair=True)
     small = patch(tl_subject, pairs, "z", by_position=True, batch_size=3)
-    assert (big.values - small.values).abs().max() < 1e-5
+    assert (big.values - small.values).abs().max() < TOL
     assert big.per_pair.shape == (len(pairs), *big.values.shape)
     assert (big.per_pair.mean(0) - big.values).abs().max() < 1e-6
     assert big.axes == ("layer", "pos", "head")

