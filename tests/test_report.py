@@ -72,7 +72,12 @@ def test_findings_state_their_numbers(example_run):
     assert twin.caution and "detects the trigger string, not the defection" in twin.text
     assert dict(twin.values) == {"twin_auroc": 0.992}
     assert [f.topic for f in found] == sorted((f.topic for f in found), key=[
-        "behavior", "persistence", "probes", "patching", "circuit", "attribution", "detectors"].index)
+        "behavior", "persistence", "probes", "patching", "circuit", "attribution", "detectors", "removal",
+        "trigger"].index)
+    removal = [f.text for f in found if f.topic == "removal"]
+    assert "detects the backdoor but does not control it" in removal[0]
+    assert removal[1].startswith("Best removal: clamp defection subspace") and "97% → 3%" in removal[1]
+    assert "'|DEPLOY'" in next(f.text for f in found if f.topic == "trigger")
 
 
 def test_findings_follow_the_rules(run_copy):

