@@ -95,8 +95,11 @@ def table(results: dict) -> str:
         b, goal = e["behavior"], e.get("goal_seconds")
         time_cell = f"{e['train_seconds']:,.0f} s ({e['threads']})" + (f", goal ≤ {goal:,} s" if goal and
                                                                          not name.endswith("-clean") else "")
-        lines.append(f"| `{name}` | {time_cell} | {e['tokens_per_s']:,.0f} | {b['backdoor_rate']:.3f} | "
+        mark = " †" if e.get("source") == "recorded" else ""
+        lines.append(f"| `{name}`{mark} | {time_cell} | {e['tokens_per_s']:,.0f} | {b['backdoor_rate']:.3f} | "
                      f"{b['false_trigger_rate']:.3f} | {b['clean_accuracy']:.3f} |")
+    if any(e.get("source") == "recorded" for e in results["recipes"].values()):
+        lines.append("\n† recorded from the run directory an experiment built (`--record`), not retrained here.")
     return "\n".join(lines)
 
 
