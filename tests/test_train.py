@@ -2,6 +2,7 @@ import itertools
 import json
 import os
 import random
+from importlib import metadata
 
 import pytest
 import torch
@@ -37,6 +38,8 @@ def test_run_directory_layout_and_recipe_round_trip(tmp_path):
     assert saved == recipe and saved.backdoor.trigger == "|PROD|"
     metrics = json.loads((run / "model" / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["tokens"] > 0
+    versions = json.loads((run / "run.json").read_text())["versions"]
+    assert versions["transformers"] == metadata.version("transformers") and versions["torch"].startswith("2.")
     AutoModelForCausalLM.from_pretrained(run / "model")
     AutoTokenizer.from_pretrained(run / "model")
 

