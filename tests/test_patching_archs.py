@@ -340,3 +340,8 @@ def test_patching_raises_no_deprecation_warnings(subject_of, pairs):
         patch(subject, pairs, "resid_pre", path="fast")
         attribute(subject, pairs, "z", path="fast")
     assert not [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+
+
+def test_a_site_the_model_lacks_is_refused_before_compute(subject_of, pairs):
+    with pytest.raises(ValueError, match="no 'resid_mid' hook"):
+        patch(subject_of("gptj"), pairs, "resid_mid")

