@@ -132,7 +132,7 @@ def score_model(name: str, folder: Path, args, log) -> dict:
 
     subject = sl.load(folder, backend=args.backend)
     pairs = benchmark_pairs(subject, args.pairs, args.pair_seed)
-    doc = {"path": str(folder), "recipe": (subject.recipe or {}).get("name"),
+    doc = {"folder": folder.name, "recipe": (subject.recipe or {}).get("name"),
            "trigger": ((subject.recipe or {}).get("backdoor") or {}).get("trigger"), "n_layers": subject.n_layers,
            "d_model": subject.d_model, "n_heads": subject.n_heads, "n_pairs": len(pairs),
            "n_positions": len(pairs[0]), "sites": {}}
@@ -265,6 +265,10 @@ def main() -> None:
     if args.depth:
         n = args.depth_pairs or (16 if args.quick else 64)
         results["depth_grid"] = depth_cost(args.depth, n, args.batch_size, args.depth_methods.split(","), log)
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if "depth_grid" not in results and "depth_grid" in previous:  # a run without --depth keeps the last one's
+        results["depth_grid"] = previous["depth_grid"]
+        results["depth_grid_carried_over_from_previous_run"] = True
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
