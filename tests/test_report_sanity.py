@@ -56,3 +56,15 @@ def test_sections_that_disagree_are_named(run):
     _edit(removal, disagree)
     (warning,) = sanity_warnings(read_run(run))
     assert "disagree" in warning and "clean accuracy" in warning
+
+
+def test_the_two_false_trigger_rates_are_reported_apart(run):
+    """``false_trigger_rate`` is the larger of the clean and ordinary-use rates; the report names both."""
+    def split(doc):
+        for name, value in (("clean_false_trigger_rate", 0.0), ("ordinary_use_rate", 0.405)):
+            doc[name], doc["intervals"][name], doc["counts"][name] = value, [value, value], [round(value * 200), 200]
+        doc["false_trigger_rate"], doc["false_trigger_source"] = 0.405, "ordinary_use"
+
+    _edit(run / "behavior.json", split)
+    page = report(run).to_html()
+    assert "ordinary sentences" in page and "the trigger&#x27;s words in ordinary use" in page

