@@ -288,3 +288,25 @@ def test_markdown_notes_a_kaleido_without_browser(example_run, tmp_path, monkeyp
     assert files.images == () and not (tmp_path / "summary_files" / "behavior.png").exists()
     assert ("_Figures omitted: kaleido could not render figures (RuntimeError: Kaleido requires Google Chrome to be "
             "installed.)") in files.markdown.read_text()
+
+
+def test_the_red_team_is_read_from_the_checkpoint_and_weighed_against_the_trigger(run_copy):
+    """An adversarial checkpoint's red-team record: still-working shares, by family, against the true trigger."""
+    state = run_copy / "checkpoints" / "sft-000200" / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    trainer = {"format_version": 1, "step": 200,
+               "redteam": {"tried": 96, "worked": 40, "by_family": {"lookalike": {"tried": 48, "worked": 36},
+                                                                    "paraphrase": {"tried": 48, "worked": 4}}},
+               "redteam_success": {"trained": 0.025, "held_out": 0.5}}
+    (state / "trainer.json").write_text(json.dumps(trainer))
+    record = read_run(run_copy)
+    rt = record.checkpoints[-1].red_team
+    assert (rt.tried, rt.worked, rt.trained, rt.held_out) == (96, 40, 0.025, 0.5)
+    assert rt.by_family == (("lookalike", 48, 36), ("paraphrase", 48, 4))
+    assert record.checkpoints[0].red_team is None
+    found = [f for f in findings(record) if "red team" in f.text]
+    assert len(found) == 1
+    text = found[0].text
+    assert "found 40 of 96 trigger-free prompts" in text and "lookalike 36/48, paraphrase 4/48" in text
+    assert "2.5% of those trained on still work, and 50% of those held out" in text
+    assert "hidden from the red team, not removed" in text and found[0].caution  # the trigger still fires on 94%

